@@ -1,0 +1,56 @@
+//! The admin listener: liveness, readiness, and (later) metrics. Plain
+//! HTTP/1.1 on its own address, meant for probes, never for clients.
+
+use std::convert::Infallible;
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::body::Body;
+use crate::gateway::Gateway;
+
+/// Serves the admin endpoints until the task is dropped.
+pub async fn serve(gw: Gateway, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::task::yield_now().await;
+            continue;
+        };
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let gw = gw.clone();
+                async move { Ok::<_, Infallible>(answer(&gw, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
+    let (status, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, r#"{"status":"ok"}"#),
+        (&Method::GET | &Method::HEAD, "/readyz") if gw.is_draining() => {
+            (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+        }
+        (&Method::GET | &Method::HEAD, "/readyz") => (StatusCode::OK, r#"{"status":"ready"}"#),
+        _ => (
+            StatusCode::NOT_FOUND,
+            r#"{"error":"not_found","message":"admin endpoints: /healthz, /readyz"}"#,
+        ),
+    };
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,123 @@
+//! Takes the token from a request, verifies it, and yields the identity the
+//! upstream will see. The one check shared by proxied routes and wxgate's own
+//! session endpoints.
+
+use http::HeaderMap;
+
+use crate::config::TokenHeader;
+use crate::error::{Error, TokenError};
+use crate::gateway::Runtime;
+use crate::session::{SessionStore, Store};
+use crate::token::{self, Verified};
+
+/// The token the client presented, if any. A non-Bearer `Authorization`
+/// (Basic, say) is not a wxgate token and counts as none.
+pub fn extract_token<'a>(
+    headers: &'a HeaderMap,
+    header: &TokenHeader,
+) -> Result<Option<&'a str>, Error> {
+    let name = match header {
+        TokenHeader::Bearer => http::header::AUTHORIZATION,
+        TokenHeader::Custom(name) => name.clone(),
+    };
+    let mut values = headers.get_all(&name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Error::Token(TokenError::Invalid(
+            "more than one token header",
+        )));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| Error::Token(TokenError::Invalid("not text")))?
+        .trim();
+    let token = match header {
+        TokenHeader::Bearer => match text.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start(),
+            _ if text.eq_ignore_ascii_case("bearer") => "",
+            _ => return Ok(None),
+        },
+        TokenHeader::Custom(_) => text,
+    };
+    if token.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(token))
+}
+
+/// Verifies `token` for a route restricted to `apps` (None: any configured
+/// app), including revocation.
+pub async fn verify(
+    runtime: &Runtime,
+    store: &Store,
+    token: &str,
+    apps: Option<&[String]>,
+) -> Result<Verified, Error> {
+    let verified = runtime
+        .keys
+        .verify(token, token::now())
+        .map_err(Error::Token)?;
+    if let Some(apps) = apps {
+        if !apps.iter().any(|a| a == verified.appid_str()) {
+            return Err(Error::Token(TokenError::Invalid(
+                "token is for another app",
+            )));
+        }
+    }
+    if store.is_revoked(&verified.jti).await {
+        return Err(Error::Token(TokenError::Revoked));
+    }
+    Ok(verified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_extraction() {
+        let b = TokenHeader::Bearer;
+        assert_eq!(extract_token(&headers(&[]), &b).unwrap(), None);
+        assert_eq!(
+            extract_token(&headers(&[("authorization", "Bearer abc")]), &b).unwrap(),
+            Some("abc")
+        );
+        assert_eq!(
+            extract_token(&headers(&[("authorization", "bearer   abc")]), &b).unwrap(),
+            Some("abc")
+        );
+        assert_eq!(
+            extract_token(&headers(&[("authorization", "Basic Zm9v")]), &b).unwrap(),
+            None
+        );
+        assert_eq!(
+            extract_token(&headers(&[("authorization", "Bearer")]), &b).unwrap(),
+            None
+        );
+        assert!(extract_token(
+            &headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
+            &b
+        )
+        .is_err());
+        let custom = TokenHeader::Custom(http::HeaderName::from_static("x-token"));
+        assert_eq!(
+            extract_token(&headers(&[("x-token", "abc")]), &custom).unwrap(),
+            Some("abc")
+        );
+        assert_eq!(
+            extract_token(&headers(&[("authorization", "Bearer abc")]), &custom).unwrap(),
+            None
+        );
+    }
+}

@@ -1,0 +1,179 @@
+use super::*;
+use std::path::Path;
+
+fn fixtures(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+    files
+}
+
+fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+fn load(path: &Path, vars: &[(&str, &str)]) -> std::result::Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).unwrap();
+    Config::parse_with_env(&text, path, env(vars))
+}
+
+const ENV: &[(&str, &str)] = &[("JWT_NEW", "new-key-new-key-new-key-new-key-new-key")];
+
+#[test]
+fn every_valid_fixture_loads() {
+    for path in fixtures("valid") {
+        load(&path, ENV).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+#[test]
+fn every_invalid_fixture_fails_with_its_message() {
+    for path in fixtures("invalid") {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display()));
+        let err = load(&path, &[])
+            .err()
+            .unwrap_or_else(|| panic!("{} loaded", path.display()));
+        let shown = err.to_string();
+        assert!(shown.contains(expect), "{}: {shown}", path.display());
+        assert!(
+            shown.starts_with(&path.display().to_string()),
+            "names the file: {shown}"
+        );
+    }
+}
+
+#[test]
+fn the_reference_gateway_toml_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml");
+    let config = load(
+        &path,
+        &[
+            ("WX_SECRET", "s"),
+            ("WXGATE_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
+    let err = load(
+        &path,
+        &[("WXGATE_JWT_SECRET", "0123456789abcdef0123456789abcdef")],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("WX_SECRET"), "{err}");
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dev.toml");
+    assert!(load(&dev, &[]).unwrap().dev.simulate_wechat);
+}
+
+#[test]
+fn full_fixture_values() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid/full.toml");
+    let c = load(&path, ENV).unwrap();
+    assert_eq!(c.apps[0].secret.expose(), "fallback");
+    assert_eq!(c.apps[1].secret.expose(), "from-a-file");
+    assert_eq!(c.wechat.api_base, "http://127.0.0.1:1234");
+    assert_eq!(
+        c.auth.token_header,
+        TokenHeader::Custom(HeaderName::from_static("x-token"))
+    );
+    assert_eq!(c.auth.login_rate_limit, None);
+    assert_eq!(
+        c.token.keys[0].secret.expose(),
+        "new-key-new-key-new-key-new-key-new-key"
+    );
+    assert!(c.token.keys[1].verify_only);
+    let r = &c.routes[0];
+    assert_eq!(r.path, "/api/v1");
+    assert_eq!(r.upstream.base_path, "/base");
+    assert_eq!(r.host.as_deref(), Some("api.example.com"));
+    assert_eq!(r.allow.as_ref().unwrap(), "GET, POST");
+    assert_eq!(r.timeout, Duration::from_secs(1));
+    assert_eq!(r.apps.as_deref(), Some(&["wx2".to_owned()][..]));
+    assert_eq!(
+        c.routes[1].timeout,
+        Duration::from_secs(30),
+        "inherits server.request_timeout"
+    );
+    assert_eq!(c.routes[1].auth, AuthMode::None);
+    assert_eq!(c.log.format, LogFormat::Json);
+}
+
+#[test]
+fn errors_never_show_a_secret() {
+    let secret = "TOP-SECRET-VALUE-0123456789";
+    let texts = [
+        // Wrong type for a secret.
+        "[server]\nlisten = \"127.0.0.1:1\"\n[[apps]]\nappid = \"wx1\"\nsecret = 12345678901234\n[token]\n",
+        // A short signing key.
+        &format!("[server]\nlisten = \"127.0.0.1:1\"\n[[apps]]\nappid = \"wx1\"\nsecret = \"{secret}\"\n[token]\n[[token.keys]]\nid = \"k\"\nsecret = \"{}\"\n", &secret[..10]),
+        // A problem on the secret's own line.
+        &format!("[server]\nlisten = \"127.0.0.1:1\"\n[[apps]]\nappid = \"wx1\"\nsecret = \"{secret}\" x\n"),
+    ];
+    for text in texts {
+        let err = Config::parse_with_env(text, Path::new("t.toml"), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains(secret)
+                && !err.contains(&secret[..10])
+                && !err.contains("12345678901234"),
+            "{err}"
+        );
+    }
+    let ok = Config::parse_with_env(
+        &format!("[server]\nlisten = \"127.0.0.1:1\"\n[[apps]]\nappid = \"wx1\"\nsecret = \"{secret}\"\n[token]\n[[token.keys]]\nid = \"k\"\nsecret = \"{secret}{secret}\"\n"),
+        Path::new("t.toml"),
+        env(&[]),
+    )
+    .unwrap();
+    assert!(
+        !format!("{ok:?}").contains(secret),
+        "Debug of the config masks secrets"
+    );
+}
+
+#[test]
+fn errors_name_line_and_key() {
+    let text = "[server]\nlisten = \"127.0.0.1:1\"\nheader_timeout = 5\n";
+    let err = Config::parse_with_env(text, Path::new("g.toml"), env(&[])).unwrap_err();
+    assert_eq!(err.line, Some(3));
+    assert_eq!(err.key, "server.header_timeout");
+    assert!(
+        err.to_string()
+            .starts_with("g.toml:3: server.header_timeout: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn helpers() {
+    assert_eq!(strip_port("a.example:8080"), "a.example");
+    assert_eq!(strip_port("[::1]:8080"), "[::1]");
+    assert_eq!(strip_port("a.example"), "a.example");
+    assert_eq!(
+        parse_rate("10/s").unwrap(),
+        RateLimit {
+            requests: 10,
+            per: Duration::from_secs(1)
+        }
+    );
+    assert_eq!(parse_rate("60/min").unwrap().per, Duration::from_secs(60));
+    assert!(parse_rate("0/min").is_err());
+}

@@ -1,0 +1,232 @@
+//! The gateway's state and the path of one request through it.
+//!
+//! [`Gateway`] is a cheap-clone handle. What a config file determines lives in
+//! a [`Runtime`] behind an `ArcSwap`: each request takes the runtime current
+//! when it starts and keeps it to the end, and a reload swaps in a new one
+//! without a lock. What outlives a config (the session store, the upstream
+//! connection pool, logins in flight) lives beside it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use futures_util::future::{BoxFuture, Shared};
+use http::{Method, Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+use crate::auth;
+use crate::body::Body;
+use crate::config::{strip_port, AuthMode, Config, IdentityConfig};
+use crate::error::Error;
+use crate::login;
+use crate::path;
+use crate::proxy;
+use crate::ratelimit::RateLimiter;
+use crate::router::{upstream_path_and_query, Router, Target};
+use crate::session::{CodeOutcome, Store};
+use crate::token::Keys;
+use crate::wechat::WeChat;
+
+/// Everything derived from one version of the config file.
+pub struct Runtime {
+    pub config: Config,
+    pub router: Router,
+    pub keys: Keys,
+    /// Shared with request bodies, which filter trailers with it.
+    pub identity: Arc<IdentityConfig>,
+    /// `None` when `[dev] simulate_wechat` answers logins locally.
+    pub wechat: Option<WeChat>,
+    pub login_limiter: Option<RateLimiter>,
+}
+
+impl Runtime {
+    pub fn new(config: Config) -> Result<Runtime, String> {
+        let keys = Keys::new(&config.token, config.appids());
+        let router = Router::new(config.routes.clone(), &config.auth);
+        let wechat = if config.dev.simulate_wechat {
+            None
+        } else {
+            Some(WeChat::new(&config.wechat)?)
+        };
+        Ok(Runtime {
+            identity: Arc::new(config.identity.clone()),
+            login_limiter: config.auth.login_rate_limit.map(RateLimiter::new),
+            router,
+            keys,
+            wechat,
+            config,
+        })
+    }
+}
+
+/// A login exchange in flight, awaited by every request with the same code.
+pub(crate) type InFlight = Shared<BoxFuture<'static, Result<CodeOutcome, Error>>>;
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// "http" or "https", for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: ArcSwap<Runtime>,
+    store: Store,
+    client: Client<HttpConnector, Body>,
+    /// Logins in flight by (appid, code). A std mutex: held only to look up or
+    /// insert, never across an await, and only on the login path.
+    logins: Mutex<HashMap<(String, String), InFlight>>,
+    draining: AtomicBool,
+}
+
+impl Gateway {
+    pub fn new(config: Config) -> Result<Gateway, String> {
+        let store = Store::new(&config.store);
+        let client = proxy::client(&config);
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                runtime: ArcSwap::from_pointee(Runtime::new(config)?),
+                store,
+                client,
+                logins: Mutex::new(HashMap::new()),
+                draining: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The runtime in force now.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.inner.runtime.load_full()
+    }
+
+    /// Puts `config` in force for every request that starts from now on.
+    pub fn reload(&self, config: Config) -> Result<(), String> {
+        self.inner.runtime.store(Arc::new(Runtime::new(config)?));
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn client(&self) -> &Client<HttpConnector, Body> {
+        &self.inner.client
+    }
+
+    pub(crate) fn logins(&self) -> &Mutex<HashMap<(String, String), InFlight>> {
+        &self.inner.logins
+    }
+
+    pub fn set_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
+    /// Serves one request; every failure becomes its JSON error answer.
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        let runtime = self.runtime();
+        let method = req.method().clone();
+        match self.serve(&runtime, req, conn).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(%method, peer = %conn.peer, error = error.code(), "request refused");
+                error.into_response()
+            }
+        }
+    }
+
+    async fn serve(
+        &self,
+        rt: &Arc<Runtime>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Result<Response<Body>, Error> {
+        if req.method() == Method::CONNECT {
+            return Err(Error::Connect);
+        }
+        let (parts, body) = req.into_parts();
+        let absolute_form = parts.version <= Version::HTTP_11 && parts.uri.authority().is_some();
+        if absolute_form && !serves_authority(rt, parts.uri.authority().expect("checked")) {
+            return Err(Error::InvalidRequest(
+                "the request target names a host wxgate does not serve",
+            ));
+        }
+        let path =
+            path::normalize(parts.uri.path()).map_err(|e| Error::InvalidRequest(e.reason()))?;
+        let host = request_host(&parts);
+        let target = rt.router.find(host, &path).ok_or(Error::NotFound)?;
+        let index = match target {
+            Target::Login => return login::login(self, rt, parts, body, conn).await,
+            Target::Session => return login::session(self, rt, &parts).await,
+            Target::Logout => return login::logout(self, rt, &parts).await,
+            Target::Route(index) => index,
+        };
+        let route = rt.router.route(index);
+        if let (Some(methods), Some(allow)) = (&route.methods, &route.allow) {
+            if !methods.contains(&parts.method) {
+                return Err(Error::MethodNotAllowed(allow.clone()));
+            }
+        }
+        let identity = match (
+            route.auth,
+            auth::extract_token(&parts.headers, &rt.config.auth.token_header)?,
+        ) {
+            (AuthMode::None, _) | (AuthMode::Optional, None) => None,
+            (AuthMode::Required, None) => return Err(Error::MissingToken),
+            (_, Some(token)) => {
+                Some(auth::verify(rt, self.store(), token, route.apps.as_deref()).await?)
+            }
+        };
+        let upstream_target = upstream_path_and_query(route, &path, parts.uri.query());
+        proxy::forward(
+            self,
+            rt,
+            route,
+            parts,
+            body,
+            upstream_target,
+            conn,
+            identity,
+        )
+        .await
+    }
+}
+
+/// The host a request is for, without port: the absolute-form authority or
+/// HTTP/2 `:authority` if present, else `Host`.
+fn request_host(parts: &http::request::Parts) -> Option<&str> {
+    parts
+        .uri
+        .host()
+        .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())
+        .map(strip_port)
+}
+
+/// An absolute-form target must name a route's host or wxgate's own address.
+fn serves_authority(rt: &Runtime, authority: &http::uri::Authority) -> bool {
+    let host = authority.host();
+    if rt.router.serves_host(host) {
+        return true;
+    }
+    let listen = rt.config.server.listen;
+    let port = authority.port_u16().unwrap_or(80);
+    let host_ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .ok();
+    port == listen.port() && (listen.ip().is_unspecified() || host_ip == Some(listen.ip()))
+}

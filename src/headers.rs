@@ -1,0 +1,284 @@
+//! Header rules at the trust boundary: which client headers never reach the
+//! upstream (identity look-alikes, hop-by-hop, whatever `Connection` names),
+//! how the verified identity goes in, and who the client is.
+//!
+//! Order matters and is fixed here: strip first, inject last, so nothing a
+//! client sends can remove or duplicate what wxgate injects.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+use crate::config::IdentityConfig;
+
+/// RFC 9110 §7.6.1: fields meaningful only for one connection. `Upgrade`
+/// survives only on a WebSocket handshake, which re-adds it.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
+/// `a` equals `b` ignoring ASCII case and reading `_` as `-`.
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
+}
+
+/// Would a client header of this name pass for an identity header?
+pub fn is_identity_name(name: &str, identity: &IdentityConfig) -> bool {
+    let name = name.as_bytes();
+    (name.len() >= 5 && same_name(&name[..5], b"x-wx-"))
+        || [
+            &identity.openid_header,
+            &identity.unionid_header,
+            &identity.appid_header,
+        ]
+        .iter()
+        .any(|h| same_name(name, h.as_str().as_bytes()))
+}
+
+/// Removes identity look-alikes, hop-by-hop headers and every header named in
+/// `Connection` from a client request (or its trailers).
+pub fn strip_client_headers(headers: &mut HeaderMap, identity: &IdentityConfig) {
+    let mut doomed = connection_named(headers);
+    for name in headers.keys() {
+        if is_hop_by_hop(name) || is_identity_name(name.as_str(), identity) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in &doomed {
+        headers.remove(name);
+    }
+}
+
+/// Response headers that belong to the upstream connection only.
+pub fn strip_response_headers(headers: &mut HeaderMap) {
+    let doomed = connection_named(headers);
+    for name in HOP_BY_HOP.iter().chain(&doomed) {
+        headers.remove(name);
+    }
+}
+
+/// The header names listed in `Connection` (no allocation when there is no
+/// `Connection` header, the common case on a keep-alive client).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut named = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    named
+}
+
+/// The verified identity, as it is injected upstream.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub openid: HeaderValue,
+    pub appid: HeaderValue,
+    pub unionid: Option<HeaderValue>,
+}
+
+/// Sets exactly one of each identity header; run after [`strip_client_headers`].
+pub fn inject_identity(headers: &mut HeaderMap, identity: &Identity, names: &IdentityConfig) {
+    headers.insert(names.openid_header.clone(), identity.openid.clone());
+    headers.insert(names.appid_header.clone(), identity.appid.clone());
+    if let Some(unionid) = &identity.unionid {
+        headers.insert(names.unionid_header.clone(), unionid.clone());
+    }
+}
+
+/// Appends `peer` to `X-Forwarded-For` as one field line, and sets
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+) {
+    let mut xff = String::new();
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(v) = value.to_str() {
+            xff.push_str(v);
+            xff.push_str(", ");
+        }
+    }
+    use std::fmt::Write;
+    let _ = write!(xff, "{peer}");
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    match host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+}
+
+/// The client's address: the peer, unless the peer is a trusted proxy; then
+/// the rightmost `X-Forwarded-For` entry that is not itself trusted.
+pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = canonical(peer.ip());
+    if !is_trusted(&client) {
+        return client;
+    }
+    let values: Vec<&HeaderValue> = headers.get_all(&X_FORWARDED_FOR).iter().collect();
+    for value in values.iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return client;
+        };
+        for entry in text.rsplit(',') {
+            let Some(ip) = parse_forwarded_ip(entry.trim()) else {
+                return client;
+            };
+            client = ip;
+            if !is_trusted(&ip) {
+                return ip;
+            }
+        }
+    }
+    client
+}
+
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(canonical)
+}
+
+/// IPv4-mapped IPv6 addresses count as the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> IdentityConfig {
+        IdentityConfig {
+            openid_header: HeaderName::from_static("x-wx-openid"),
+            unionid_header: HeaderName::from_static("x-wx-unionid"),
+            appid_header: HeaderName::from_static("x-user-app"),
+        }
+    }
+
+    #[test]
+    fn identity_names_match_case_and_underscore() {
+        let id = identity();
+        for name in [
+            "x-wx-openid",
+            "X_WX_OPENID",
+            "x-wx-anything",
+            "x_wx_",
+            "X-User-App",
+            "x_user_app",
+        ] {
+            assert!(is_identity_name(name, &id), "{name}");
+        }
+        for name in [
+            "x-wxopenid",
+            "x-w",
+            "x-user-apps",
+            "authorization",
+            "x-wy-openid",
+        ] {
+            assert!(!is_identity_name(name, &id), "{name}");
+        }
+    }
+
+    #[test]
+    fn strip_then_inject_leaves_exactly_one() {
+        let id = identity();
+        let mut h = HeaderMap::new();
+        h.append("x-wx-openid", HeaderValue::from_static("spoof1"));
+        h.append("x-wx-openid", HeaderValue::from_static("spoof2"));
+        h.append("x_wx_openid", HeaderValue::from_static("spoof3"));
+        h.append(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.append("x-secret-hop", HeaderValue::from_static("1"));
+        h.append("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.append("accept", HeaderValue::from_static("*/*"));
+        strip_client_headers(&mut h, &id);
+        assert_eq!(h.len(), 1, "{h:?}");
+        let who = Identity {
+            openid: HeaderValue::from_static("o1"),
+            appid: HeaderValue::from_static("wx1"),
+            unionid: None,
+        };
+        inject_identity(&mut h, &who, &id);
+        assert_eq!(h.get_all("x-wx-openid").iter().count(), 1);
+        assert_eq!(h["x-wx-openid"], "o1");
+        assert_eq!(h["x-user-app"], "wx1");
+        assert!(h.get("x-wx-unionid").is_none());
+    }
+
+    #[test]
+    fn client_ip_trusts_only_configured_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.9"),
+        );
+        let untrusted_peer: SocketAddr = "5.5.5.5:1".parse().unwrap();
+        assert_eq!(
+            client_ip(untrusted_peer, &h, &trusted).to_string(),
+            "5.5.5.5"
+        );
+        let proxy: SocketAddr = "10.1.1.1:1".parse().unwrap();
+        assert_eq!(client_ip(proxy, &h, &trusted).to_string(), "1.2.3.4");
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("7.7.7.7"));
+        assert_eq!(client_ip(proxy, &h, &trusted).to_string(), "7.7.7.7");
+        let mut bad = HeaderMap::new();
+        bad.append(X_FORWARDED_FOR, HeaderValue::from_static("garbage"));
+        assert_eq!(client_ip(proxy, &bad, &trusted).to_string(), "10.1.1.1");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_as_one_line() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+        set_forwarded(
+            &mut h,
+            "3.3.3.3".parse().unwrap(),
+            "http",
+            Some(HeaderValue::from_static("a.example")),
+        );
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 3.3.3.3");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_HOST], "a.example");
+    }
+}

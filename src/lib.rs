@@ -1,0 +1,111 @@
+//! wxgate: a reverse-proxy authentication gateway for WeChat mini-programs.
+//!
+//! The path of one request through the modules:
+//!
+//! - [`server`] accepts the connection and hands each request to
+//!   [`gateway::Gateway::handle`], which takes the [`gateway::Runtime`] (the
+//!   config in force) for the whole request;
+//! - [`path`] normalizes the path and [`router`] picks wxgate's own endpoint
+//!   or the route with the longest matching prefix;
+//! - [`login`] serves the login, session and logout endpoints, exchanging
+//!   codes through [`wechat`] and remembering sessions in [`session`];
+//! - [`auth`] takes the token from the request and [`token`] verifies it;
+//! - [`proxy`] rewrites the request with [`headers`] (strip what the client
+//!   may not say, inject the verified identity) and streams it to the
+//!   upstream and the answer back, in a [`body::Body`];
+//! - any failure becomes [`error::Error`], whose one table gives the status
+//!   and the JSON body.
+//!
+//! [`config`] turns `gateway.toml` into a validated [`config::Config`];
+//! [`admin`] serves health and readiness; [`dev`] is the built-in echo
+//! upstream for trying wxgate locally.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod gateway;
+pub mod headers;
+pub mod login;
+pub mod path;
+pub mod proxy;
+pub mod ratelimit;
+pub mod router;
+pub mod secret;
+pub mod server;
+pub mod session;
+pub mod token;
+pub mod wechat;
+
+use std::future::Future;
+use std::io;
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use gateway::Gateway;
+
+/// The sockets a gateway serves, bound before it starts (tests bind port 0).
+pub struct Listeners {
+    pub main: TcpListener,
+    pub admin: Option<TcpListener>,
+    /// `[dev] echo_upstream`.
+    pub echo: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address the config names.
+    pub async fn bind(config: &Config) -> io::Result<Listeners> {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        };
+        Ok(Listeners {
+            main: bind(config.server.listen).await?,
+            admin: match &config.admin {
+                Some(admin) => Some(bind(admin.listen).await?),
+                None => None,
+            },
+            echo: match config.dev.echo_upstream {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Runs the gateway on `listeners` until `shutdown` resolves and the drain
+/// is over.
+pub async fn run(gw: Gateway, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let mut side_tasks = Vec::new();
+    if let Some(admin) = listeners.admin {
+        side_tasks.push(tokio::spawn(admin::serve(gw.clone(), admin)));
+    }
+    if let Some(echo) = listeners.echo {
+        side_tasks.push(tokio::spawn(dev::serve_echo(echo)));
+    }
+    server::serve(gw, listeners.main, shutdown).await;
+    for task in side_tasks {
+        task.abort();
+    }
+}
+
+/// Reloads the config file into `gw`. A file that fails validation changes
+/// nothing; listener addresses that changed need a restart.
+pub fn reload(gw: &Gateway) -> Result<(), String> {
+    let current = gw.runtime();
+    let path = current.config.source.clone();
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let old = &current.config;
+    if config.server.listen != old.server.listen
+        || config.admin.as_ref().map(|a| a.listen) != old.admin.as_ref().map(|a| a.listen)
+    {
+        tracing::warn!("listen addresses changed: they take effect at the next restart");
+    }
+    gw.reload(config)
+}

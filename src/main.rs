@@ -1,0 +1,248 @@
+//! The `wxgate` binary: command line, logging, signals. Everything else is
+//! in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use wxgate::config::{Config, LogFormat};
+use wxgate::{Gateway, Listeners};
+
+#[derive(Parser)]
+#[command(
+    name = "wxgate",
+    version,
+    about = "Authentication gateway for WeChat mini-programs"
+)]
+struct Cli {
+    /// The config file [default: $WXGATE_CONFIG, then ./gateway.toml]
+    #[arg(
+        long,
+        global = true,
+        env = "WXGATE_CONFIG",
+        default_value = "gateway.toml",
+        hide_default_value = true
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate the config and print the route table; exit 0 if valid, 2 if not.
+    Check,
+    /// Print a token signed with the configured key (for testing upstreams).
+    Token {
+        #[arg(long)]
+        openid: String,
+        /// Default: the first [[apps]] entry.
+        #[arg(long)]
+        appid: Option<String>,
+        #[arg(long)]
+        unionid: Option<String>,
+        /// Default: token.ttl.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("wxgate: config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(config),
+        Command::Check => {
+            print!("{}", route_table(&config));
+            ExitCode::SUCCESS
+        }
+        Command::Token {
+            openid,
+            appid,
+            unionid,
+            ttl,
+        } => token(&config, &openid, appid, unionid, ttl),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wxgate: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        if config.dev.simulate_wechat {
+            tracing::warn!("[dev] simulate_wechat is on: WeChat is SIMULATED, code \"dev-<openid>\" logs in as <openid>. Never use this in production.");
+        }
+        let listeners = match Listeners::bind(&config).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("wxgate: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        tracing::info!(
+            listen = %config.server.listen,
+            admin = ?config.admin.as_ref().map(|a| a.listen),
+            routes = config.routes.len(),
+            version = env!("CARGO_PKG_VERSION"),
+            "wxgate started"
+        );
+        if let Some(echo) = config.dev.echo_upstream {
+            tracing::warn!(%echo, "[dev] echo upstream running");
+        }
+        let gw = match Gateway::new(config) {
+            Ok(gw) => gw,
+            Err(e) => {
+                eprintln!("wxgate: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        tokio::spawn(reload_on_sighup(gw.clone()));
+        wxgate::run(gw, listeners, shutdown_signal()).await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn reload_on_sighup(gw: Gateway) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    while hup.recv().await.is_some() {
+        match wxgate::reload(&gw) {
+            Ok(()) => tracing::info!("config reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed; the running config stays in force")
+            }
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Plain => builder.init(),
+    }
+}
+
+fn token(
+    config: &Config,
+    openid: &str,
+    appid: Option<String>,
+    unionid: Option<String>,
+    ttl: Option<Duration>,
+) -> ExitCode {
+    let appid = appid.unwrap_or_else(|| config.apps[0].appid.clone());
+    if !config.appids().any(|a| a == appid) {
+        eprintln!("wxgate: appid {appid} is not in [[apps]]");
+        return ExitCode::from(2);
+    }
+    if wxgate::token::id_header_ok(openid).is_none()
+        || unionid
+            .as_deref()
+            .is_some_and(|u| wxgate::token::id_header_ok(u).is_none())
+    {
+        eprintln!("wxgate: ids must be 1 to 128 visible ASCII characters");
+        return ExitCode::from(2);
+    }
+    let keys = wxgate::token::Keys::new(&config.token, config.appids());
+    match keys.mint(
+        openid,
+        &appid,
+        unionid.as_deref(),
+        ttl.unwrap_or(config.token.ttl),
+        wxgate::token::now(),
+    ) {
+        Ok((token, _)) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wxgate: cannot sign: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn route_table(config: &Config) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "config {} is valid", config.source.display());
+    let _ = writeln!(
+        out,
+        "listen {}{}",
+        config.server.listen,
+        config
+            .admin
+            .as_ref()
+            .map(|a| format!(", admin {}", a.listen))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "apps {}",
+        config.appids().collect::<Vec<_>>().join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "endpoints POST {}, GET {}, POST {}",
+        config.auth.login_path, config.auth.session_path, config.auth.logout_path
+    );
+    let _ = writeln!(
+        out,
+        "{:<24} {:<20} {:<9} {:<16} {:<32} {:<6} TIMEOUT",
+        "ROUTE", "HOST", "AUTH", "METHODS", "UPSTREAM", "STRIP"
+    );
+    for r in &config.routes {
+        let methods = r.methods.as_ref().map_or_else(
+            || "*".to_owned(),
+            |m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
+        );
+        let _ = writeln!(
+            out,
+            "{:<24} {:<20} {:<9} {:<16} {:<32} {:<6} {}",
+            r.path,
+            r.host.as_deref().unwrap_or("*"),
+            r.auth.to_string(),
+            methods,
+            r.upstream.to_string(),
+            if r.strip_prefix { "yes" } else { "no" },
+            humantime::format_duration(r.timeout)
+        );
+    }
+    out
+}

@@ -1,0 +1,170 @@
+//! Forwarding: rewrite the request for the upstream, send it on a pooled
+//! connection, stream the answer back. WebSocket upgrades are spliced after
+//! the route's auth check. Bodies are never collected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::body::Body;
+use crate::config::{Config, RouteConfig};
+use crate::error::Error;
+use crate::gateway::{ConnInfo, Gateway, Runtime};
+use crate::headers::{self, Identity};
+use crate::token::Verified;
+
+/// Idle pooled connections are closed after this long.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The pooled HTTP/1.1 client for every upstream.
+pub fn client(config: &Config) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT.min(config.server.request_timeout)));
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .set_host(false)
+        .build(connector)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    gw: &Gateway,
+    rt: &Arc<Runtime>,
+    route: &RouteConfig,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    target: String,
+    conn: ConnInfo,
+    verified: Option<Verified>,
+) -> Result<Response<Body>, Error> {
+    let upgrade = websocket_upgrade(&parts);
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+    let wants_trailers = parts.headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+
+    let h = &mut parts.headers;
+    headers::strip_client_headers(h, &rt.identity);
+    if !route.forward_token {
+        h.remove(rt.config.auth.token_header.name());
+    }
+    // wxgate answered (or will answer) `Expect: 100-continue` itself.
+    h.remove(header::EXPECT);
+    if let Some(v) = verified {
+        let identity = Identity {
+            openid: v.openid,
+            appid: v.appid,
+            unionid: v.unionid,
+        };
+        headers::inject_identity(h, &identity, &rt.identity);
+    }
+    headers::set_forwarded(h, conn.peer.ip(), conn.proto, original_host);
+    h.insert(
+        header::HOST,
+        HeaderValue::from_str(route.upstream.authority.as_str())
+            .expect("an authority is a valid header"),
+    );
+    if let Some(protocol) = &upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, protocol.clone());
+    }
+    if wants_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+
+    let uri = Uri::builder()
+        .scheme(route.upstream.scheme.clone())
+        .authority(route.upstream.authority.clone())
+        .path_and_query(
+            PathAndQuery::try_from(target)
+                .map_err(|_| Error::InvalidRequest("bad request target"))?,
+        )
+        .build()
+        .map_err(|_| Error::InvalidRequest("bad request target"))?;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let request = Request::from_parts(parts, Body::Request(body, rt.identity.clone()));
+
+    let sent = tokio::time::timeout(route.timeout, gw.client().request(request)).await;
+    let mut response = match sent {
+        Err(_) => return Err(Error::UpstreamTimeout),
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = %route.upstream, error = %e, connect = e.is_connect(), "upstream failed");
+            return Err(Error::UpstreamUnavailable);
+        }
+        Ok(Ok(response)) => response,
+    };
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(client_upgrade), Some(_)) = (client_upgrade, &upgrade) else {
+            return Err(Error::UpstreamUnavailable);
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+        let (mut parts, _) = response.into_parts();
+        let protocol = parts.headers.get(header::UPGRADE).cloned();
+        headers::strip_response_headers(&mut parts.headers);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(protocol) = protocol {
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
+        return Ok(Response::from_parts(parts, Body::empty()));
+    }
+
+    let (mut parts, body) = response.into_parts();
+    headers::strip_response_headers(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::Stream(body)))
+}
+
+/// The protocol a client asks to upgrade to: HTTP/1.1 `Upgrade: websocket`
+/// with `Connection: upgrade`. Anything else (`h2c`, say) is not upgraded.
+fn websocket_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
+    if parts.version != Version::HTTP_11 {
+        return None;
+    }
+    let connection_upgrade = parts.headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    let protocol = parts.headers.get(header::UPGRADE)?;
+    let websocket = protocol
+        .to_str()
+        .is_ok_and(|p| p.trim().eq_ignore_ascii_case("websocket"));
+    (connection_upgrade && websocket).then(|| protocol.clone())
+}

@@ -1,0 +1,317 @@
+//! The token: claims, keys, minting and verification. Pure: no I/O, the
+//! clock comes in as an argument.
+//!
+//! Verification decides the algorithm from the key named by `kid`, never from
+//! the token: a header whose `alg` is not exactly that key's algorithm is
+//! refused, and so is any header field wxgate does not write itself (`crit`,
+//! `jku`, `jwk`, `x5u`, …), so nothing in a token can make wxgate fetch a key
+//! or skip a check.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use http::HeaderValue;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::config::{Algorithm, TokenConfig};
+use crate::error::TokenError;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Tokens longer than this are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Longest openid / unionid accepted in a token (WeChat's are 28–29).
+const MAX_ID_BYTES: usize = 128;
+
+/// The claims wxgate writes.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Claims {
+    pub iss: String,
+    /// The openid.
+    pub sub: String,
+    /// The appid.
+    pub aud: String,
+    pub iat: u64,
+    pub exp: u64,
+    pub jti: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unionid: Option<String>,
+}
+
+/// What a valid token proves, ready to be injected.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub openid: HeaderValue,
+    pub appid: HeaderValue,
+    pub unionid: Option<HeaderValue>,
+    pub jti: String,
+    pub exp: u64,
+}
+
+impl Verified {
+    pub fn openid_str(&self) -> &str {
+        self.openid.to_str().unwrap_or_default()
+    }
+    pub fn appid_str(&self) -> &str {
+        self.appid.to_str().unwrap_or_default()
+    }
+    pub fn unionid_str(&self) -> Option<&str> {
+        self.unionid.as_ref().and_then(|u| u.to_str().ok())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    typ: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawClaims<'a> {
+    #[serde(borrow, default)]
+    iss: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    sub: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    aud: Option<Cow<'a, str>>,
+    #[serde(default)]
+    iat: Option<u64>,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    exp: Option<u64>,
+    #[serde(borrow, default)]
+    jti: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    unionid: Option<Cow<'a, str>>,
+}
+
+struct Key {
+    id: String,
+    /// Keyed once at load; verification clones the prepared state.
+    mac: HmacSha256,
+}
+
+/// The configured keys, ready to sign and verify.
+pub struct Keys {
+    algorithm: Algorithm,
+    keys: Vec<Key>,
+    signer: usize,
+    signing_key: jsonwebtoken::EncodingKey,
+    issuer: String,
+    leeway: u64,
+    ttl: Duration,
+    /// Configured appids with their header values, built once.
+    apps: Vec<(String, HeaderValue)>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("ids", &self.keys.iter().map(|k| &k.id).collect::<Vec<_>>())
+            .field("signer", &self.keys[self.signer].id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(why: &'static str) -> TokenError {
+    TokenError::Invalid(why)
+}
+
+impl Keys {
+    /// Builds from a validated config (which guarantees a signing key and
+    /// long enough secrets).
+    pub fn new<'a>(config: &TokenConfig, appids: impl Iterator<Item = &'a str>) -> Keys {
+        let keys = config
+            .keys
+            .iter()
+            .map(|k| Key {
+                id: k.id.clone(),
+                mac: HmacSha256::new_from_slice(k.secret.expose().as_bytes())
+                    .expect("HMAC takes any key length"),
+            })
+            .collect();
+        let signer = config
+            .keys
+            .iter()
+            .position(|k| !k.verify_only)
+            .expect("config validation ensures a signing key");
+        Keys {
+            algorithm: config.algorithm,
+            keys,
+            signer,
+            signing_key: jsonwebtoken::EncodingKey::from_secret(
+                config.keys[signer].secret.expose().as_bytes(),
+            ),
+            issuer: config.issuer.clone(),
+            leeway: config.leeway.as_secs(),
+            ttl: config.ttl,
+            apps: appids
+                .map(|a| {
+                    (
+                        a.to_owned(),
+                        HeaderValue::from_str(a).expect("appids are validated"),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Signs a token for `openid` in `appid`, valid `ttl` from `now`.
+    pub fn mint(
+        &self,
+        openid: &str,
+        appid: &str,
+        unionid: Option<&str>,
+        ttl: Duration,
+        now: u64,
+    ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: openid.to_owned(),
+            aud: appid.to_owned(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            jti: new_jti(),
+            unionid: unionid.map(str::to_owned),
+        };
+        let mut header = jsonwebtoken::Header::new(match self.algorithm {
+            Algorithm::HS256 => jsonwebtoken::Algorithm::HS256,
+        });
+        header.kid = Some(self.keys[self.signer].id.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.signing_key)?;
+        Ok((token, claims))
+    }
+
+    /// Checks everything the contract asks of a token, in an order that
+    /// reads no claim before the signature holds.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(invalid("too long"));
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(sig_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid("not a compact JWS"));
+        };
+
+        let mut buf = [0u8; 512];
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(header_b64, &mut buf)
+            .map_err(|_| invalid("bad header encoding"))?;
+        let header: RawHeader =
+            serde_json::from_slice(&buf[..n]).map_err(|_| invalid("unsupported header"))?;
+        let expected_alg = match self.algorithm {
+            Algorithm::HS256 => "HS256",
+        };
+        if header.alg != expected_alg {
+            return Err(invalid("algorithm not allowed"));
+        }
+        if header.typ.is_some_and(|t| !t.eq_ignore_ascii_case("JWT")) {
+            return Err(invalid("typ is not JWT"));
+        }
+        let kid = header.kid.ok_or(invalid("no kid"))?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.id == kid)
+            .ok_or(invalid("unknown kid"))?;
+
+        let mut sig = [0u8; 64];
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(sig_b64, &mut sig)
+            .map_err(|_| invalid("bad signature encoding"))?;
+        let mut mac = key.mac.clone();
+        mac.update(&token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()]);
+        mac.verify_slice(&sig[..n])
+            .map_err(|_| invalid("bad signature"))?;
+
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| invalid("bad payload encoding"))?;
+        let claims: RawClaims =
+            serde_json::from_slice(&payload).map_err(|_| invalid("bad claims"))?;
+        if claims.iss.as_deref() != Some(self.issuer.as_str()) {
+            return Err(invalid("wrong issuer"));
+        }
+        let aud = claims.aud.ok_or(invalid("no audience"))?;
+        let appid = self
+            .apps
+            .iter()
+            .find(|(a, _)| *a == aud)
+            .map(|(_, v)| v.clone())
+            .ok_or(invalid("unknown audience"))?;
+        let exp = claims.exp.ok_or(invalid("no exp"))?;
+        if claims.iat.is_some_and(|iat| iat > now + self.leeway) {
+            return Err(invalid("issued in the future"));
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now + self.leeway) {
+            return Err(invalid("not yet valid"));
+        }
+        if now > exp.saturating_add(self.leeway) {
+            return Err(TokenError::Expired);
+        }
+        let openid = claims
+            .sub
+            .as_deref()
+            .and_then(id_header)
+            .ok_or(invalid("bad subject"))?;
+        let unionid = match claims.unionid.as_deref() {
+            None => None,
+            Some(u) => Some(id_header(u).ok_or(invalid("bad unionid"))?),
+        };
+        let jti = claims
+            .jti
+            .filter(|j| !j.is_empty() && j.len() <= 128)
+            .ok_or(invalid("no jti"))?;
+        Ok(Verified {
+            openid,
+            appid,
+            unionid,
+            jti: jti.into_owned(),
+            exp,
+        })
+    }
+}
+
+/// An id fit for a header: non-empty, bounded, visible ASCII only (so no
+/// CR/LF can ever split a header upstream).
+pub fn id_header_ok(id: &str) -> Option<HeaderValue> {
+    id_header(id)
+}
+
+pub(crate) fn id_header(id: &str) -> Option<HeaderValue> {
+    let ok = !id.is_empty() && id.len() <= MAX_ID_BYTES && id.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| HeaderValue::from_str(id).ok()).flatten()
+}
+
+/// 128 random bits from the OS CSPRNG, base64url.
+fn new_jti() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests;

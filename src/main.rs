@@ -1,6 +1,7 @@
 //! The `wxgate` binary: command line, logging, signals. Everything else is
 //! in the library.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -100,16 +101,7 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        tracing::info!(
-            listen = %config.server.listen,
-            admin = ?config.admin.as_ref().map(|a| a.listen),
-            routes = config.routes.len(),
-            version = env!("CARGO_PKG_VERSION"),
-            "wxgate started"
-        );
-        if let Some(echo) = config.dev.echo_upstream {
-            tracing::warn!(%echo, "[dev] echo upstream running");
-        }
+        let routes = config.routes.len();
         let gw = match Gateway::new(config) {
             Ok(gw) => gw,
             Err(e) => {
@@ -117,6 +109,18 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        // The bound addresses, not the configured ones: port 0 picks one.
+        let bound = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        if let Some(echo) = &listeners.echo {
+            tracing::warn!(echo = %bound(echo), "[dev] echo upstream running");
+        }
+        tracing::info!(
+            listen = %bound(&listeners.main),
+            admin = %listeners.admin.as_ref().map(bound).unwrap_or_else(|| "off".into()),
+            routes,
+            version = env!("CARGO_PKG_VERSION"),
+            "wxgate started"
+        );
         tokio::spawn(reload_on_sighup(gw.clone()));
         wxgate::run(gw, listeners, shutdown_signal()).await;
         tracing::info!("stopped");
@@ -152,6 +156,7 @@ fn init_logging(config: &Config) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

@@ -1,0 +1,258 @@
+//! The binary itself: exit codes, `check`, `token`, real signals.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wxgate");
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running `wxgate` process whose stderr lines arrive on a channel.
+struct Proc {
+    child: Option<Child>,
+    pid: u32,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn start(config: &Path) -> Proc {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { pid: child.id(), child: Some(child), lines, seen: Vec::new() }
+    }
+
+    /// The next line containing `needle` (panics with what was seen after 20 s).
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// The addresses from the "wxgate started" line.
+    fn addresses(&mut self) -> (String, String) {
+        let line = self.wait_for("wxgate started");
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .to_owned()
+        };
+        (field("listen"), field("admin"))
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (on the process, not a timer) for the exit code; 20 s at most.
+    fn wait_exit(&mut self) -> i32 {
+        let mut child = self.child.take().expect("waited once");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait().map(|s| s.code()));
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(Some(code))) => code,
+            other => panic!("did not exit cleanly: {other:?}"),
+        }
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn run_config(upstream: &str) -> String {
+    base_config(upstream, "http://127.0.0.1:9")
+}
+
+#[test]
+fn check_prints_the_route_table_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &run_config("http://127.0.0.1:9000"));
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("is valid"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("/public ") && l.contains("none")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("/api ") && l.contains("required")), "{text}");
+    assert!(!text.contains(APP_SECRET) && !text.contains(JWT_SECRET));
+}
+
+#[test]
+fn a_bad_config_exits_2_naming_file_and_key_without_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = run_config("http://127.0.0.1:9000").replace(JWT_SECRET, "short-secret-value");
+    let path = write_config(dir.path(), &text);
+    for args in [&["check"][..], &[][..], &["token", "--openid", "o"][..]] {
+        let out = Command::new(BIN).args(args).arg("--config").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(&path.display().to_string()) && err.contains("token.keys.secret"), "{err}");
+        assert!(!err.contains("short-secret-value"), "{err}");
+    }
+    let missing = Command::new(BIN).args(["check", "--config", "/nonexistent/wxgate.toml"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let usage = Command::new(BIN).arg("--no-such-flag").output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn config_path_falls_back_to_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &run_config("http://127.0.0.1:9000"));
+    let out = Command::new(BIN).arg("check").env("WXGATE_CONFIG", &path).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let version = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(String::from_utf8(version.stdout).unwrap().contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn token_prints_a_token_the_gateway_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = run_config("http://127.0.0.1:9000");
+    let path = write_config(dir.path(), &text);
+    let out = Command::new(BIN)
+        .args(["token", "--openid", "o-cli", "--unionid", "u-cli", "--ttl", "10m", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let config = wxgate::Config::parse_with_env(&text, &path, Some(Default::default())).unwrap();
+    let keys = wxgate::token::Keys::new(&config.token, config.appids());
+    let now = wxgate::token::now();
+    let verified = keys.verify(&token, now).unwrap();
+    assert_eq!((verified.openid_str(), verified.appid_str(), verified.unionid_str()), ("o-cli", APPID, Some("u-cli")));
+    assert!((now + 595..=now + 600).contains(&verified.exp));
+    let bad = Command::new(BIN).args(["token", "--openid", "o", "--appid", "wxother", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn a_listen_address_in_use_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = run_config("http://127.0.0.1:9000")
+        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{}\"", taken.local_addr().unwrap()), 1);
+    let path = write_config(dir.path(), &text);
+    let out = Command::new(BIN).arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let up = upstream::Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &run_config(&up.url()));
+    let mut proc = Proc::start(&path);
+    let (listen, admin) = proc.addresses();
+    let http = client();
+    assert_eq!(http.get(format!("http://{admin}/readyz")).send().await.unwrap().status(), 200);
+
+    let in_flight = tokio::spawn({
+        let http = http.clone();
+        let url = format!("http://{listen}/public/hold");
+        async move { http.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    up.next_request().await; // the held request reached the upstream
+    proc.signal("TERM");
+    proc.wait_for("draining");
+    assert_eq!(http.get(format!("http://{admin}/readyz")).send().await.unwrap().status(), 503);
+    assert!(tokio::net::TcpStream::connect(&listen).await.is_err(), "stopped accepting");
+    assert!(proc.is_running(), "waits for the in-flight request");
+
+    up.release_hold();
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200);
+    assert_eq!(tokio::task::spawn_blocking(move || proc.wait_exit()).await.unwrap(), 0);
+}
+
+#[test]
+fn sigint_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &run_config("http://127.0.0.1:9"));
+    let mut proc = Proc::start(&path);
+    proc.addresses();
+    proc.signal("INT");
+    assert_eq!(proc.wait_exit(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
+    let up = upstream::Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = run_config(&up.url());
+    let path = write_config(dir.path(), &text);
+    let mut proc = Proc::start(&path);
+    let (listen, _) = proc.addresses();
+    let http = client();
+    let get = |p: &str| http.get(format!("http://{listen}{p}")).send();
+    assert_eq!(get("/api/x").await.unwrap().status(), 401);
+
+    // /api becomes public.
+    std::fs::write(&path, text.replace("auth = \"required\"", "auth = \"none\"")).unwrap();
+    proc.signal("HUP");
+    proc.wait_for("config reloaded");
+    assert_eq!(get("/api/x").await.unwrap().status(), 200);
+
+    // A broken file is reported; /api stays public.
+    std::fs::write(&path, "[server]\nlisten = 5\n").unwrap();
+    proc.signal("HUP");
+    let line = proc.wait_for("config reload failed");
+    assert!(line.contains("server.listen"), "{line}");
+    assert_eq!(get("/api/x").await.unwrap().status(), 200);
+    proc.signal("TERM");
+    assert_eq!(tokio::task::spawn_blocking(move || proc.wait_exit()).await.unwrap(), 0);
+}

@@ -180,10 +180,13 @@ impl Gateway {
                 return Err(Error::MethodNotAllowed(allow.clone()));
             }
         }
-        let identity = match (
-            route.auth,
-            auth::extract_token(&parts.headers, &rt.config.auth.token_header)?,
-        ) {
+        // An `auth = "none"` route ignores whatever token header it gets,
+        // malformed or repeated ones included.
+        let presented = match route.auth {
+            AuthMode::None => None,
+            _ => auth::extract_token(&parts.headers, &rt.config.auth.token_header)?,
+        };
+        let identity = match (route.auth, presented) {
             (AuthMode::None, _) | (AuthMode::Optional, None) => None,
             (AuthMode::Required, None) => return Err(Error::MissingToken),
             (_, Some(token)) => {

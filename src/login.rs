@@ -83,11 +83,21 @@ pub async fn login(
 
     let outcome = exchange_once(gw, rt, appid, code).await?;
     match outcome {
-        CodeOutcome::Token { access_token, exp } => {
+        CodeOutcome::Token {
+            access_token,
+            jti,
+            lifetime,
+            issued_ms,
+        } => {
+            // Logged out since: the code's session is over, and WeChat would
+            // answer 40163 to the code now.
+            if gw.store().is_revoked(&jti).await {
+                return Err(Error::CodeUsed);
+            }
             let body = serde_json::json!({
                 "access_token": access_token.expose(),
                 "token_type": "Bearer",
-                "expires_in": exp.saturating_sub(token::now()),
+                "expires_in": lifetime.saturating_sub(now_ms().saturating_sub(issued_ms) / 1000),
             });
             Ok(json_response(StatusCode::OK, body.to_string()))
         }
@@ -242,7 +252,9 @@ async fn run_exchange(
                         .await;
                     Ok(CodeOutcome::Token {
                         access_token: Secret::new(access_token),
-                        exp: claims.exp,
+                        lifetime: claims.exp.saturating_sub(claims.iat),
+                        issued_ms: now_ms(),
+                        jti: claims.jti,
                     })
                 }
                 Err(e) => {
@@ -351,6 +363,12 @@ async fn authenticate(
     let token = auth::extract_token(&parts.headers, &rt.config.auth.token_header)?
         .ok_or(Error::MissingToken)?;
     auth::verify(rt, gw.store(), token, None).await
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn json_response(status: StatusCode, body: String) -> Response<Body> {

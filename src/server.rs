@@ -10,7 +10,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
 use crate::gateway::{ConnInfo, Gateway};
@@ -25,6 +26,8 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
     let builder = builder(&config);
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
+    // Owned here so that what outlives the grace can be closed.
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -51,17 +54,38 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
             proto: "http",
         };
         let gw = gw.clone();
-        let service = service_fn(move |req| {
-            let gw = gw.clone();
-            async move { Ok::<_, Infallible>(gw.handle(req, conn_info).await) }
-        });
+        let first_request = Arc::new(Notify::new());
+        let service = {
+            let first_request = first_request.clone();
+            service_fn(move |req| {
+                first_request.notify_one();
+                let gw = gw.clone();
+                async move { Ok::<_, Infallible>(gw.handle(req, conn_info).await) }
+            })
+        };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let header_timeout = config.header_timeout;
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
+            // hyper's header timeout starts only once the protocol is known,
+            // so a client that sends nothing (or half an HTTP/2 preface)
+            // would hold its connection forever: bound the first request.
+            let no_first_request = async {
+                tokio::select! {
+                    () = first_request.notified() => std::future::pending().await,
+                    () = tokio::time::sleep(header_timeout) => {}
+                }
+            };
+            tokio::select! {
+                result = connection => if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                () = no_first_request => {
+                    tracing::debug!(%peer, "no request within header_timeout; closing");
+                }
             }
             drop(permit);
         });
@@ -76,6 +100,7 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
             tracing::warn!("shutdown grace over; closing the remaining connections");
         }
     }
+    connections.shutdown().await;
 }
 
 fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {

@@ -29,8 +29,16 @@ pub struct UserSession {
 /// A definitive answer to a login code, remembered for the code's life.
 #[derive(Clone, Debug)]
 pub enum CodeOutcome {
-    /// The answer given: the token and when it expires (Unix seconds).
-    Token { access_token: Secret, exp: u64 },
+    /// The answer given: the token, its id (a replay after logout must not
+    /// hand out a revoked token), its lifetime and when it was issued in
+    /// Unix milliseconds (answers count whole seconds elapsed since then, so
+    /// every request that shared one exchange gets the same `expires_in`).
+    Token {
+        access_token: Secret,
+        jti: String,
+        lifetime: u64,
+        issued_ms: u64,
+    },
     /// WeChat refused the code or the user for good (40029, 40163, 40226).
     Refused(Error),
 }

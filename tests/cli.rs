@@ -45,7 +45,12 @@ impl Proc {
                 }
             }
         });
-        Proc { pid: child.id(), child: Some(child), lines, seen: Vec::new() }
+        Proc {
+            pid: child.id(),
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+        }
     }
 
     /// The next line containing `needle` (panics with what was seen after 20 s).
@@ -78,7 +83,11 @@ impl Proc {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -96,7 +105,9 @@ impl Proc {
     }
 
     fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     fn pid(&self) -> u32 {
@@ -121,12 +132,29 @@ fn run_config(upstream: &str) -> String {
 fn check_prints_the_route_table_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &run_config("http://127.0.0.1:9000"));
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("is valid"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("/public ") && l.contains("none")), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("/api ") && l.contains("required")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("/public ") && l.contains("none")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("/api ") && l.contains("required")),
+        "{text}"
+    );
     assert!(!text.contains(APP_SECRET) && !text.contains(JWT_SECRET));
 }
 
@@ -136,13 +164,24 @@ fn a_bad_config_exits_2_naming_file_and_key_without_the_secret() {
     let text = run_config("http://127.0.0.1:9000").replace(JWT_SECRET, "short-secret-value");
     let path = write_config(dir.path(), &text);
     for args in [&["check"][..], &[][..], &["token", "--openid", "o"][..]] {
-        let out = Command::new(BIN).args(args).arg("--config").arg(&path).output().unwrap();
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8(out.stderr).unwrap();
-        assert!(err.contains(&path.display().to_string()) && err.contains("token.keys.secret"), "{err}");
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("token.keys.secret"),
+            "{err}"
+        );
         assert!(!err.contains("short-secret-value"), "{err}");
     }
-    let missing = Command::new(BIN).args(["check", "--config", "/nonexistent/wxgate.toml"]).output().unwrap();
+    let missing = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/wxgate.toml"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     let usage = Command::new(BIN).arg("--no-such-flag").output().unwrap();
     assert_eq!(usage.status.code(), Some(2));
@@ -152,10 +191,16 @@ fn a_bad_config_exits_2_naming_file_and_key_without_the_secret() {
 fn config_path_falls_back_to_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &run_config("http://127.0.0.1:9000"));
-    let out = Command::new(BIN).arg("check").env("WXGATE_CONFIG", &path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .env("WXGATE_CONFIG", &path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let version = Command::new(BIN).arg("--version").output().unwrap();
-    assert!(String::from_utf8(version.stdout).unwrap().contains(env!("CARGO_PKG_VERSION")));
+    assert!(String::from_utf8(version.stdout)
+        .unwrap()
+        .contains(env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
@@ -164,19 +209,44 @@ fn token_prints_a_token_the_gateway_accepts() {
     let text = run_config("http://127.0.0.1:9000");
     let path = write_config(dir.path(), &text);
     let out = Command::new(BIN)
-        .args(["token", "--openid", "o-cli", "--unionid", "u-cli", "--ttl", "10m", "--config"])
+        .args([
+            "token",
+            "--openid",
+            "o-cli",
+            "--unionid",
+            "u-cli",
+            "--ttl",
+            "10m",
+            "--config",
+        ])
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let config = wxgate::Config::parse_with_env(&text, &path, Some(Default::default())).unwrap();
     let keys = wxgate::token::Keys::new(&config.token, config.appids());
     let now = wxgate::token::now();
     let verified = keys.verify(&token, now).unwrap();
-    assert_eq!((verified.openid_str(), verified.appid_str(), verified.unionid_str()), ("o-cli", APPID, Some("u-cli")));
+    assert_eq!(
+        (
+            verified.openid_str(),
+            verified.appid_str(),
+            verified.unionid_str()
+        ),
+        ("o-cli", APPID, Some("u-cli"))
+    );
     assert!((now + 595..=now + 600).contains(&verified.exp));
-    let bad = Command::new(BIN).args(["token", "--openid", "o", "--appid", "wxother", "--config"]).arg(&path).output().unwrap();
+    let bad = Command::new(BIN)
+        .args(["token", "--openid", "o", "--appid", "wxother", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
 
@@ -184,10 +254,17 @@ fn token_prints_a_token_the_gateway_accepts() {
 fn a_listen_address_in_use_exits_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let text = run_config("http://127.0.0.1:9000")
-        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{}\"", taken.local_addr().unwrap()), 1);
+    let text = run_config("http://127.0.0.1:9000").replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{}\"", taken.local_addr().unwrap()),
+        1,
+    );
     let path = write_config(dir.path(), &text);
-    let out = Command::new(BIN).arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }
@@ -200,7 +277,14 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let mut proc = Proc::start(&path);
     let (listen, admin) = proc.addresses();
     let http = client();
-    assert_eq!(http.get(format!("http://{admin}/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     let in_flight = tokio::spawn({
         let http = http.clone();
@@ -210,13 +294,28 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     up.next_request().await; // the held request reached the upstream
     proc.signal("TERM");
     proc.wait_for("draining");
-    assert_eq!(http.get(format!("http://{admin}/readyz")).send().await.unwrap().status(), 503);
-    assert!(tokio::net::TcpStream::connect(&listen).await.is_err(), "stopped accepting");
+    assert_eq!(
+        http.get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert!(
+        tokio::net::TcpStream::connect(&listen).await.is_err(),
+        "stopped accepting"
+    );
     assert!(proc.is_running(), "waits for the in-flight request");
 
     up.release_hold();
     assert_eq!(in_flight.await.unwrap().unwrap(), 200);
-    assert_eq!(tokio::task::spawn_blocking(move || proc.wait_exit()).await.unwrap(), 0);
+    assert_eq!(
+        tokio::task::spawn_blocking(move || proc.wait_exit())
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 #[test]
@@ -242,7 +341,11 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
     assert_eq!(get("/api/x").await.unwrap().status(), 401);
 
     // /api becomes public.
-    std::fs::write(&path, text.replace("auth = \"required\"", "auth = \"none\"")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("auth = \"required\"", "auth = \"none\""),
+    )
+    .unwrap();
     proc.signal("HUP");
     proc.wait_for("config reloaded");
     assert_eq!(get("/api/x").await.unwrap().status(), 200);
@@ -254,5 +357,10 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
     assert!(line.contains("server.listen"), "{line}");
     assert_eq!(get("/api/x").await.unwrap().status(), 200);
     proc.signal("TERM");
-    assert_eq!(tokio::task::spawn_blocking(move || proc.wait_exit()).await.unwrap(), 0);
+    assert_eq!(
+        tokio::task::spawn_blocking(move || proc.wait_exit())
+            .await
+            .unwrap(),
+        0
+    );
 }

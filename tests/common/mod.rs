@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fake_wechat;
+pub mod login_flow;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -194,4 +195,115 @@ pub async fn closed_port() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     addr
+}
+
+/// A raw HTTP/1.1 request: `method target`, then `headers` in order. Adds
+/// `Host: gw.test` and `Connection: close` unless `headers` name them, so
+/// that [`raw`] returns as soon as the answer is complete.
+pub fn http_request(method: &str, target: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = format!("{method} {target} HTTP/1.1\r\n");
+    let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if !has("host") {
+        out.push_str("Host: gw.test\r\n");
+    }
+    if !has("connection") {
+        out.push_str("Connection: close\r\n");
+    }
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// One HTTP/1.1 response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header lines as sent (names lowercased).
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: String,
+    /// Trailer lines of a chunked body (names lowercased).
+    pub trailers: Vec<(String, String)>,
+}
+
+impl RawResponse {
+    /// Parses the first response in `text` (as returned by [`raw`]).
+    pub fn parse(text: &str) -> RawResponse {
+        let (head, rest) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no complete response head in {text:?}"));
+        let mut lines = head.split("\r\n");
+        let status = status_of(lines.next().unwrap_or(""));
+        let headers = header_lines(lines);
+        let mut response = RawResponse {
+            status,
+            headers,
+            body: String::new(),
+            trailers: Vec::new(),
+        };
+        let chunked = response
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        if !chunked {
+            response.body = match response.header("content-length") {
+                Some(n) => rest[..n.parse::<usize>().unwrap().min(rest.len())].to_owned(),
+                None => rest.to_owned(),
+            };
+            return response;
+        }
+        let mut rest = rest;
+        loop {
+            let (size, after) = rest.split_once("\r\n").expect("chunk size line");
+            let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16)
+                .unwrap_or_else(|_| panic!("bad chunk size in {text:?}"));
+            if size == 0 {
+                let trailer_block = after.split("\r\n\r\n").next().unwrap_or("");
+                response.trailers = header_lines(trailer_block.split("\r\n"));
+                return response;
+            }
+            response.body.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+    }
+
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+}
+
+fn header_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap_or((l, ""));
+            (n.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Sends a raw request built by [`http_request`] and parses the answer.
+pub async fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> RawResponse {
+    RawResponse::parse(&raw(addr, &http_request(method, target, headers)).await)
+}
+
+/// `Authorization: Bearer <token>` as a header value.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
 }

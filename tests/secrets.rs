@@ -1,0 +1,295 @@
+//! Secrets never leak: with every log line captured at TRACE (wxgate's own
+//! events, its dependencies' `tracing` events and `log` records), logins run
+//! through success and every failure path, and tokens are refused every way.
+//! Neither the app secret, the signing key, a session_key nor a token may
+//! appear in the log or in any answer (a token only in its own login answer).
+
+mod common;
+
+use std::io;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::json;
+
+use common::fake_wechat::{FakeWeChat, Fault};
+use common::login_flow::*;
+use common::upstream::Upstream;
+use common::*;
+
+/// Every byte the global subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Installs the TRACE subscriber once for this test binary.
+fn log() -> &'static Captured {
+    static LOG: OnceLock<Captured> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init()
+            .expect("the only global subscriber in this binary");
+        captured
+    })
+}
+
+/// What a test saw: the answers it got and the secrets it must not find.
+#[derive(Default)]
+struct Seen {
+    /// (what, answer, the token this answer may carry).
+    answers: Vec<(String, Answer, Option<String>)>,
+    secrets: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn answer(&mut self, what: impl Into<String>, answer: Answer) -> Answer {
+        self.answers.push((what.into(), answer.clone(), None));
+        answer
+    }
+
+    /// A successful login: its token becomes a secret everywhere else.
+    fn login_ok(&mut self, what: impl Into<String>, answer: Answer) -> String {
+        let what = what.into();
+        assert_eq!(answer.status, 200, "{what}: {}", answer.body);
+        let token = answer.token();
+        self.token(&what, &token);
+        self.answers.push((what, answer, Some(token.clone())));
+        token
+    }
+
+    fn token(&mut self, what: &str, token: &str) {
+        self.secret(format!("token of {what}"), token);
+        // The signature alone is enough to matter.
+        let signature = token.rsplit('.').next().unwrap();
+        self.secret(format!("signature of {what}"), signature);
+    }
+
+    fn secret(&mut self, what: impl Into<String>, value: &str) {
+        assert!(value.len() >= 16, "too short to search for: {value:?}");
+        self.secrets.push((what.into(), value.to_owned()));
+    }
+
+    fn session_keys(&mut self, fake: &FakeWeChat, appid: &str, openids: &[&str]) {
+        for openid in openids {
+            if let Some(key) = fake.session_key(appid, openid) {
+                self.secret(format!("session_key of {openid}"), &key);
+            }
+        }
+    }
+
+    /// Checks every answer and the whole log so far.
+    fn check(&self) {
+        let log = log().text();
+        assert!(
+            log.contains("wxgate::login"),
+            "the log captured nothing from wxgate: {log:?}"
+        );
+        assert!(!log.contains("secret="), "secret= in the log:\n{log}");
+        for (what, value) in &self.secrets {
+            assert!(!log.contains(value.as_str()), "{what} in the log:\n{log}");
+        }
+        for (label, answer, own_token) in &self.answers {
+            let everything = answer.everything();
+            for (what, value) in &self.secrets {
+                let own = own_token
+                    .as_deref()
+                    .is_some_and(|t| t == value || t.ends_with(&format!(".{value}")));
+                if own {
+                    // Its own token, once, in the body and nowhere else.
+                    assert_eq!(everything.matches(value.as_str()).count(), 1, "{label}");
+                    continue;
+                }
+                assert!(
+                    !everything.contains(value.as_str()),
+                    "{what} in the answer to {label}:\n{everything}"
+                );
+            }
+            assert!(!everything.contains("session_key"), "{label}: {everything}");
+        }
+    }
+}
+
+fn base_secrets(seen: &mut Seen) {
+    seen.secret("the app secret", APP_SECRET);
+    seen.secret("the signing key", JWT_SECRET);
+}
+
+#[tokio::test]
+async fn logins_leak_nothing_on_any_path() {
+    log();
+    let mut seen = Seen::default();
+    base_secrets(&mut seen);
+
+    let s = Setup::start().await;
+    s.fake.set_unionid(APPID, "o-alice", Some("u-alice"));
+    let code = s.fake.mint_code(APPID, "o-alice");
+    let answer = s.login(&code).await;
+    let token = seen.login_ok("login ok", answer);
+    let again = s.login(&code).await;
+    seen.login_ok("the same code again", again);
+    seen.answer("api", get(&s.gw, "/api/me", Some(&token)).await);
+    seen.answer("session", get(&s.gw, "/auth/session", Some(&token)).await);
+
+    s.fake.rotate_session_key(APPID, "o-alice");
+    let answer = s.login(&s.fake.mint_code(APPID, "o-alice")).await;
+    seen.login_ok("login after rotation", answer);
+
+    let faults = [
+        ("-1", Fault::Errcode(-1)),
+        ("45011", Fault::Errcode(45011)),
+        ("99999", Fault::Errcode(99999)),
+        ("string 40029", Fault::ErrcodeAsString(40029)),
+        ("reset", Fault::Reset),
+        ("malformed JSON", Fault::MalformedJson),
+        ("HTML 502", Fault::Http502Html),
+        ("redirect", Fault::Redirect302),
+        ("consumed then dropped", Fault::ConsumeThenDrop),
+        ("empty session_key", Fault::EmptySessionKey),
+        (
+            "raw CRLF openid",
+            Fault::Raw(r#"{"session_key":"c2Vzc2lvbmtleWxlYWsxMg==","openid":"o\r\nx"}"#.into()),
+        ),
+    ];
+    seen.secret("the raw answer's session_key", "c2Vzc2lvbmtleWxlYWsxMg==");
+    for (what, fault) in faults {
+        let code = s.fake.mint_code(APPID, "o-bob");
+        s.fake.push_fault(fault);
+        let answer = s.login(&code).await;
+        assert!(answer.status >= 400, "{what}: {}", answer.body);
+        seen.answer(what, answer);
+        // The retry of a code whose exchange failed.
+        let retry = s.login(&code).await;
+        if retry.status == 200 {
+            seen.login_ok(format!("retry after {what}"), retry);
+        } else {
+            seen.answer(format!("retry after {what}"), retry);
+        }
+    }
+    seen.answer("40029", s.login("never-minted-code-0123").await);
+    s.fake.block_user(APPID, "o-mallory");
+    let code = s.fake.mint_code(APPID, "o-mallory");
+    seen.answer("40226", s.login(&code).await);
+    seen.answer(
+        "bad body",
+        login(&s.gw, json!({ "code": "has space" })).await,
+    );
+    seen.session_keys(&s.fake, APPID, &["o-alice", "o-bob", "o-mallory"]);
+
+    // WeChat too slow.
+    let slow = Setup::with(|c| c.replace("timeout = \"2s\"", "timeout = \"300ms\"")).await;
+    let code = slow.fake.mint_code(APPID, "o-carol");
+    slow.fake.push_fault(Fault::Delay(Duration::from_secs(3)));
+    let answer = slow.login(&code).await;
+    answer.assert_error(504, "wechat_timeout");
+    seen.answer("timeout", answer);
+    seen.session_keys(&slow.fake, APPID, &["o-carol"]);
+
+    // The configured secret is wrong (40125), and the appid unknown (40013).
+    let fake = FakeWeChat::start().await;
+    fake.add_app(APPID, "what-wechat-really-has-0000000000");
+    let up = Upstream::start().await;
+    let wrong = TestGateway::start(&base_config(&up.url(), &fake.base_url())).await;
+    let answer = login(&wrong, json!({ "code": fake.mint_code(APPID, "o-dave") })).await;
+    answer.assert_error(500, "gateway_misconfigured");
+    seen.answer("40125", answer);
+    let unknown_app = FakeWeChat::start().await;
+    let unknown = TestGateway::start(&base_config(&up.url(), &unknown_app.base_url())).await;
+    let code = unknown_app.mint_code(APPID, "o-dave");
+    let answer = login(&unknown, json!({ "code": code })).await;
+    answer.assert_error(500, "gateway_misconfigured");
+    seen.answer("40013", answer);
+
+    // WeChat unreachable.
+    let closed = closed_port().await;
+    let down = TestGateway::start(&base_config(&up.url(), &format!("http://{closed}"))).await;
+    let answer = login(&down, json!({ "code": "some-code-0123456789" })).await;
+    answer.assert_error(503, "wechat_unavailable");
+    seen.answer("unreachable", answer);
+
+    seen.check();
+}
+
+#[tokio::test]
+async fn token_refusals_leak_nothing() {
+    log();
+    let mut seen = Seen::default();
+    base_secrets(&mut seen);
+    let s = Setup::start().await;
+    let code = s.fake.mint_code(APPID, "o-erin");
+    let token = seen.login_ok("login", s.login(&code).await);
+    let second = seen.login_ok(
+        "second login",
+        s.login(&s.fake.mint_code(APPID, "o-erin")).await,
+    );
+
+    // Tampered: a flipped signature character, and a claim changed.
+    let mut tampered = token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    seen.token("the tampered token", &tampered);
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[1] = parts[1].replacen('e', "f", 1);
+    let forged = parts.join(".");
+    seen.token("the forged token", &forged);
+    // Expired long ago, signed with the right key.
+    let rt = s.gw.gw.runtime();
+    let (expired, _) = rt
+        .keys
+        .mint(
+            "o-erin",
+            APPID,
+            None,
+            Duration::from_secs(60),
+            wxgate::token::now() - 86_400,
+        )
+        .unwrap();
+    seen.token("the expired token", &expired);
+
+    for (what, presented) in [
+        ("tampered", &tampered),
+        ("forged", &forged),
+        ("expired", &expired),
+    ] {
+        for path in ["/api/x", "/auth/session"] {
+            let answer = get(&s.gw, path, Some(presented)).await;
+            assert_eq!(answer.status, 401, "{what} on {path}: {}", answer.body);
+            seen.answer(format!("{what} on {path}"), answer);
+        }
+        seen.answer(
+            format!("logout {what}"),
+            logout(&s.gw, Some(presented)).await,
+        );
+    }
+    seen.answer("missing", get(&s.gw, "/api/x", None).await);
+
+    // Revoked.
+    seen.answer("logout", logout(&s.gw, Some(&token)).await);
+    for path in ["/api/x", "/auth/session"] {
+        let answer = get(&s.gw, path, Some(&token)).await;
+        answer.assert_error(401, "token_revoked");
+        seen.answer(format!("revoked on {path}"), answer);
+    }
+    seen.answer("second token", get(&s.gw, "/api/x", Some(&second)).await);
+    seen.session_keys(&s.fake, APPID, &["o-erin"]);
+    seen.check();
+}

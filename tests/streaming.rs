@@ -1,0 +1,121 @@
+//! Bodies stream through the gateway in both directions: a 100 MB upload and
+//! a 100 MB download pass while the process's peak memory barely moves.
+//! Alone in this file (so alone in its process) because it measures RSS.
+
+mod common;
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use common::upstream::Upstream;
+use common::*;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+const TOTAL: u64 = 100 * 1024 * 1024;
+const CHUNK: usize = 64 * 1024;
+static FILLER: [u8; CHUNK] = [b'u'; CHUNK];
+const MAX_GROWTH_KIB: u64 = 60 * 1024;
+
+/// An upload body produced on the fly: never held whole, unknown length
+/// (so it goes chunked).
+struct Generated {
+    remaining: u64,
+}
+
+impl http_body::Body for Generated {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = this.remaining.min(CHUNK as u64) as usize;
+        this.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&FILLER[..n])))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Peak resident set size of this process so far, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_megabyte_bodies_stream_both_ways_in_bounded_memory() {
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&base_config(&up.url(), "http://127.0.0.1:9")).await;
+    let auth = bearer(&token(&gw.gw, "o-alice"));
+    let before = peak_rss_kib();
+
+    // Upload through the protected route.
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = http::Request::post("/api/upload")
+        .header("host", "gw.test")
+        .header("authorization", &auth)
+        .body(Generated { remaining: TOTAL })
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["received"], TOTAL, "{answer}");
+    let got = up.next_request().await;
+    assert_eq!(got.target, "/api/upload");
+    assert_eq!(got.body_len, TOTAL);
+    assert_eq!(got.header("x-wx-openid"), Some("o-alice"));
+    drop(sender);
+    let _ = conn.await;
+
+    // Download, read chunk by chunk.
+    let mut response = client()
+        .get(gw.url(&format!("/api/download/{TOTAL}")))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = 0u64;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        assert!(chunk.iter().all(|&b| b == b'x'), "unexpected bytes");
+        received += chunk.len() as u64;
+    }
+    assert_eq!(received, TOTAL);
+    assert_eq!(
+        up.next_request().await.target,
+        format!("/api/download/{TOTAL}")
+    );
+
+    let after = peak_rss_kib();
+    let growth = after.saturating_sub(before);
+    assert!(
+        growth < MAX_GROWTH_KIB,
+        "peak RSS grew by {growth} KiB ({before} -> {after} KiB) moving 2 x {TOTAL} bytes"
+    );
+}

@@ -2,6 +2,8 @@
 //! upstream will see. The one check shared by proxied routes and wxgate's own
 //! session endpoints.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
 
 use crate::config::TokenHeader;
@@ -54,7 +56,7 @@ pub async fn verify(
     store: &Store,
     token: &str,
     apps: Option<&[String]>,
-) -> Result<Verified, Error> {
+) -> Result<Arc<Verified>, Error> {
     let verified = runtime
         .keys
         .verify(token, token::now())

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use futures_util::future::{BoxFuture, Shared};
-use http::{Method, Request, Response, Version};
+use http::{HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -67,11 +67,25 @@ impl Runtime {
 pub(crate) type InFlight = Shared<BoxFuture<'static, Result<CodeOutcome, Error>>>;
 
 /// The connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's IP as a header value, built once per connection for
+    /// `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
     /// "http" or "https", for `X-Forwarded-Proto`.
     pub proto: &'static str,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, proto: &'static str) -> ConnInfo {
+        let ip = crate::headers::canonical(peer.ip());
+        ConnInfo {
+            peer,
+            peer_ip: HeaderValue::from_str(&ip.to_string()).expect("an IP is header text"),
+            proto,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -139,7 +153,7 @@ impl Gateway {
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let runtime = self.runtime();
         let method = req.method().clone();
-        match self.serve(&runtime, req, conn).await {
+        match self.serve(&runtime, req, &conn).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(%method, peer = %conn.peer, error = error.code(), "request refused");
@@ -152,7 +166,7 @@ impl Gateway {
         &self,
         rt: &Arc<Runtime>,
         req: Request<Incoming>,
-        conn: ConnInfo,
+        conn: &ConnInfo,
     ) -> Result<Response<Body>, Error> {
         if req.method() == Method::CONNECT {
             return Err(Error::Connect);

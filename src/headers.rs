@@ -11,6 +11,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::config::IdentityConfig;
+use crate::token::Verified;
 
 /// RFC 9110 §7.6.1: fields meaningful only for one connection. `Upgrade`
 /// survives only on a WebSocket handshake, which re-adds it.
@@ -72,6 +73,10 @@ pub fn strip_client_headers(headers: &mut HeaderMap, identity: &IdentityConfig) 
 
 /// Response headers that belong to the upstream connection only.
 pub fn strip_response_headers(headers: &mut HeaderMap) {
+    // One pass over what is there, rather than a hash look-up per name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let doomed = connection_named(headers);
     for name in HOP_BY_HOP.iter().chain(&doomed) {
         headers.remove(name);
@@ -93,42 +98,35 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     named
 }
 
-/// The verified identity, as it is injected upstream.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub openid: HeaderValue,
-    pub appid: HeaderValue,
-    pub unionid: Option<HeaderValue>,
-}
-
 /// Sets exactly one of each identity header; run after [`strip_client_headers`].
-pub fn inject_identity(headers: &mut HeaderMap, identity: &Identity, names: &IdentityConfig) {
-    headers.insert(names.openid_header.clone(), identity.openid.clone());
-    headers.insert(names.appid_header.clone(), identity.appid.clone());
-    if let Some(unionid) = &identity.unionid {
+pub fn inject_identity(headers: &mut HeaderMap, who: &Verified, names: &IdentityConfig) {
+    headers.insert(names.openid_header.clone(), who.openid.clone());
+    headers.insert(names.appid_header.clone(), who.appid.clone());
+    if let Some(unionid) = &who.unionid {
         headers.insert(names.unionid_header.clone(), unionid.clone());
     }
 }
 
-/// Appends `peer` to `X-Forwarded-For` as one field line, and sets
-/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+/// Appends the peer's address to `X-Forwarded-For` as one field line, and
+/// sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer_ip: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let mut xff = String::new();
-    for value in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(v) = value.to_str() {
-            xff.push_str(v);
-            xff.push_str(", ");
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut xff = Vec::new();
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            xff.extend_from_slice(value.as_bytes());
+            xff.extend_from_slice(b", ");
         }
-    }
-    use std::fmt::Write;
-    let _ = write!(xff, "{peer}");
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, value);
+        xff.extend_from_slice(peer_ip.as_bytes());
+        if let Ok(value) = HeaderValue::from_bytes(&xff) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    } else {
+        headers.insert(X_FORWARDED_FOR, peer_ip.clone());
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {
@@ -172,7 +170,7 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
 }
 
 /// IPv4-mapped IPv6 addresses count as the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -231,10 +229,12 @@ mod tests {
         h.append("accept", HeaderValue::from_static("*/*"));
         strip_client_headers(&mut h, &id);
         assert_eq!(h.len(), 1, "{h:?}");
-        let who = Identity {
+        let who = Verified {
             openid: HeaderValue::from_static("o1"),
             appid: HeaderValue::from_static("wx1"),
             unionid: None,
+            jti: "j".into(),
+            exp: 0,
         };
         inject_identity(&mut h, &who, &id);
         assert_eq!(h.get_all("x-wx-openid").iter().count(), 1);
@@ -272,7 +272,7 @@ mod tests {
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
         set_forwarded(
             &mut h,
-            "3.3.3.3".parse().unwrap(),
+            &HeaderValue::from_static("3.3.3.3"),
             "http",
             Some(HeaderValue::from_static("a.example")),
         );

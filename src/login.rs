@@ -44,7 +44,7 @@ pub async fn login(
     rt: &Arc<Runtime>,
     parts: http::request::Parts,
     body: Incoming,
-    conn: ConnInfo,
+    conn: &ConnInfo,
 ) -> Result<Response<Body>, Error> {
     if parts.method != Method::POST {
         return Err(Error::MethodNotAllowed(HeaderValue::from_static("POST")));
@@ -359,7 +359,7 @@ async fn authenticate(
     gw: &Gateway,
     rt: &Runtime,
     parts: &http::request::Parts,
-) -> Result<token::Verified, Error> {
+) -> Result<Arc<token::Verified>, Error> {
     let token = auth::extract_token(&parts.headers, &rt.config.auth.token_header)?
         .ok_or(Error::MissingToken)?;
     auth::verify(rt, gw.store(), token, None).await

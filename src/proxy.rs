@@ -18,7 +18,7 @@ use crate::body::Body;
 use crate::config::{Config, RouteConfig};
 use crate::error::Error;
 use crate::gateway::{ConnInfo, Gateway, Runtime};
-use crate::headers::{self, Identity};
+use crate::headers;
 use crate::token::Verified;
 
 /// Idle pooled connections are closed after this long.
@@ -46,8 +46,8 @@ pub async fn forward(
     mut parts: http::request::Parts,
     body: Incoming,
     target: String,
-    conn: ConnInfo,
-    verified: Option<Verified>,
+    conn: &ConnInfo,
+    verified: Option<Arc<Verified>>,
 ) -> Result<Response<Body>, Error> {
     let upgrade = websocket_upgrade(&parts);
     let client_upgrade = upgrade
@@ -73,20 +73,11 @@ pub async fn forward(
     }
     // wxgate answered (or will answer) `Expect: 100-continue` itself.
     h.remove(header::EXPECT);
-    if let Some(v) = verified {
-        let identity = Identity {
-            openid: v.openid,
-            appid: v.appid,
-            unionid: v.unionid,
-        };
-        headers::inject_identity(h, &identity, &rt.identity);
+    if let Some(who) = &verified {
+        headers::inject_identity(h, who, &rt.identity);
     }
-    headers::set_forwarded(h, conn.peer.ip(), conn.proto, original_host);
-    h.insert(
-        header::HOST,
-        HeaderValue::from_str(route.upstream.authority.as_str())
-            .expect("an authority is a valid header"),
-    );
+    headers::set_forwarded(h, &conn.peer_ip, conn.proto, original_host);
+    h.insert(header::HOST, route.upstream.host_header.clone());
     if let Some(protocol) = &upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, protocol.clone());

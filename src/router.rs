@@ -138,6 +138,8 @@ mod tests {
                 scheme: uri.scheme().unwrap().clone(),
                 authority: uri.authority().unwrap().clone(),
                 base_path: uri.path().trim_end_matches('/').into(),
+                host_header: http::HeaderValue::from_str(uri.authority().unwrap().as_str())
+                    .unwrap(),
             },
             auth: AuthMode::Required,
             methods: None,

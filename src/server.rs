@@ -49,17 +49,14 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn_info = ConnInfo {
-            peer,
-            proto: "http",
-        };
+        let conn_info = ConnInfo::new(peer, "http");
         let gw = gw.clone();
         let first_request = Arc::new(Notify::new());
         let service = {
             let first_request = first_request.clone();
             service_fn(move |req| {
                 first_request.notify_one();
-                let gw = gw.clone();
+                let (gw, conn_info) = (gw.clone(), conn_info.clone());
                 async move { Ok::<_, Infallible>(gw.handle(req, conn_info).await) }
             })
         };

@@ -222,6 +222,8 @@ pub struct Upstream {
     pub authority: http::uri::Authority,
     /// The upstream URL's own path without a trailing `/` ("" for none).
     pub base_path: String,
+    /// `Host` for forwarded requests, built once.
+    pub host_header: HeaderValue,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -976,10 +978,13 @@ fn parse_upstream(s: &str) -> std::result::Result<Upstream, String> {
         Ok(p) => p.trim_end_matches('/').to_owned(),
         Err(e) => return Err(format!("`{s}`: {e}")),
     };
+    let host_header = HeaderValue::from_str(authority.as_str())
+        .map_err(|_| format!("`{s}`: the host is not valid in a header"))?;
     Ok(Upstream {
         scheme,
         authority,
         base_path,
+        host_header,
     })
 }
 

@@ -2,7 +2,10 @@ use super::*;
 use crate::config::KeyConfig;
 use crate::secret::Secret;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-use sha2::{Sha384, Sha512};
+use hmac::{Hmac, Mac};
+use sha2::{Sha256, Sha384, Sha512};
+
+type HmacSha256 = Hmac<Sha256>;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const OLD_SECRET: &str = "old-old-old-old-old-old-old-old-old!";
@@ -335,4 +338,27 @@ fn claims_are_checked() {
     assert!(keys()
         .verify(&forge(HEADER, &claims(r#""scope":"x""#), SECRET), NOW)
         .is_ok());
+}
+
+#[test]
+fn a_remembered_token_still_expires() {
+    let keys = keys();
+    let token = forge(HEADER, &claims(""), SECRET);
+    let first = keys.verify(&token, NOW).unwrap();
+    let again = keys.verify(&token, NOW + 1).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the second check is served from the cache"
+    );
+    let exp = NOW + 600;
+    assert!(keys.verify(&token, exp + 30).is_ok(), "inside the leeway");
+    assert_eq!(
+        keys.verify(&token, exp + 31).unwrap_err(),
+        TokenError::Expired
+    );
+    // Failures are not remembered: a bad token is checked in full every time.
+    let bad = forge(HEADER, &claims(""), "another-secret-another-secret-000");
+    assert!(keys.verify(&bad, NOW).is_err());
+    keys.verified.run_pending_tasks();
+    assert_eq!(keys.verified.entry_count(), 1);
 }

@@ -40,11 +40,20 @@ pub struct Runtime {
     pub identity: Arc<IdentityConfig>,
     /// `None` when `[dev] simulate_wechat` answers logins locally.
     pub wechat: Option<WeChat>,
-    pub login_limiter: Option<RateLimiter>,
+    /// Carried over by a reload that keeps the same limit, so a SIGHUP
+    /// does not hand every client a fresh budget.
+    pub login_limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Runtime {
-    pub fn new(config: Config) -> Result<Runtime, String> {
+    /// `previous` is the runtime being replaced, if any.
+    pub fn new(config: Config, previous: Option<&Runtime>) -> Result<Runtime, String> {
+        let login_limiter = config.auth.login_rate_limit.map(|limit| {
+            previous
+                .and_then(|p| p.login_limiter.clone())
+                .filter(|l| l.limit() == limit)
+                .unwrap_or_else(|| Arc::new(RateLimiter::new(limit)))
+        });
         let keys = Keys::new(&config.token, config.appids());
         let router = Router::new(config.routes.clone(), &config.auth);
         let wechat = if config.dev.simulate_wechat {
@@ -54,7 +63,7 @@ impl Runtime {
         };
         Ok(Runtime {
             identity: Arc::new(config.identity.clone()),
-            login_limiter: config.auth.login_rate_limit.map(RateLimiter::new),
+            login_limiter,
             router,
             keys,
             wechat,
@@ -109,7 +118,7 @@ impl Gateway {
         let client = proxy::client(&config);
         Ok(Gateway {
             inner: Arc::new(Inner {
-                runtime: ArcSwap::from_pointee(Runtime::new(config)?),
+                runtime: ArcSwap::from_pointee(Runtime::new(config, None)?),
                 store,
                 client,
                 logins: Mutex::new(HashMap::new()),
@@ -125,7 +134,8 @@ impl Gateway {
 
     /// Puts `config` in force for every request that starts from now on.
     pub fn reload(&self, config: Config) -> Result<(), String> {
-        self.inner.runtime.store(Arc::new(Runtime::new(config)?));
+        let next = Runtime::new(config, Some(&self.runtime()))?;
+        self.inner.runtime.store(Arc::new(next));
         Ok(())
     }
 

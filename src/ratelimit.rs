@@ -15,6 +15,8 @@ use crate::config::RateLimit;
 const MAX_CLIENTS: u64 = 100_000;
 
 pub struct RateLimiter {
+    /// The configured limit, so a reload can tell whether it changed.
+    limit: RateLimit,
     /// Time between two requests at the steady rate, in nanoseconds.
     interval: u64,
     /// How far ahead of now a client's schedule may run (the burst).
@@ -29,6 +31,7 @@ impl RateLimiter {
         let period = limit.per.as_nanos() as u64;
         let interval = period / u64::from(limit.requests);
         RateLimiter {
+            limit,
             interval,
             tolerance: period - interval,
             start: Instant::now(),
@@ -37,6 +40,10 @@ impl RateLimiter {
                 .time_to_idle(limit.per)
                 .build(),
         }
+    }
+
+    pub fn limit(&self) -> RateLimit {
+        self.limit
     }
 
     /// `Ok` to let the request in, `Err(wait)` to refuse it.

@@ -612,6 +612,31 @@ async fn the_fourth_login_in_a_minute_is_429() {
 }
 
 #[tokio::test]
+async fn a_reload_keeps_the_budgets_unless_the_limit_changes() {
+    let s = Setup::with(|c| rate_limit(&c, "3/min")).await;
+    let config_with = |rate| rate_limit(&base_config(&s.up.url(), &s.fake.base_url()), rate);
+    for i in 0..3 {
+        assert_eq!(login_from(&s, None).await.status, 200, "login {i}");
+    }
+    let parse = |text: &str| {
+        wxgate::Config::parse_with_env(
+            text,
+            std::path::Path::new("t.toml"),
+            Some(Default::default()),
+        )
+        .unwrap()
+    };
+    s.gw.gw.reload(parse(&config_with("3/min"))).unwrap();
+    assert_rate_limited(&login_from(&s, None).await);
+    s.gw.gw.reload(parse(&config_with("5/min"))).unwrap();
+    assert_eq!(
+        login_from(&s, None).await.status,
+        200,
+        "a new limit starts afresh"
+    );
+}
+
+#[tokio::test]
 async fn x_forwarded_for_from_an_untrusted_peer_does_not_dodge_the_limit() {
     let s = Setup::with(|c| rate_limit(&c, "3/min")).await;
     for i in 0..3 {

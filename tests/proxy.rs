@@ -10,22 +10,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const NO_WECHAT: &str = "http://127.0.0.1:9";
-
-async fn gateway_with(up: &Upstream, extra: &str) -> TestGateway {
-    let toml = format!("{}\n{extra}", base_config(&up.url(), NO_WECHAT));
-    TestGateway::start(&toml).await
-}
-
-fn assert_error(res: &RawResponse, status: u16, code: &str) {
-    assert_eq!(res.status, status, "{res:?}");
-    assert_eq!(
-        res.header("content-type"),
-        Some("application/json"),
-        "{res:?}"
-    );
-    assert_eq!(res.json()["error"], code, "{res:?}");
-}
 
 #[tokio::test]
 async fn a_refused_upstream_is_502_upstream_unavailable() {

@@ -13,11 +13,6 @@ use wxgate::{Config, Gateway};
 const NO_WECHAT: &str = "http://127.0.0.1:9";
 const OTHER_APPID: &str = "wxtest0000000002";
 
-async fn gateway_with(up: &Upstream, extra: &str) -> TestGateway {
-    let toml = format!("{}\n{extra}", base_config(&up.url(), NO_WECHAT));
-    TestGateway::start(&toml).await
-}
-
 fn assert_401(res: &RawResponse, code: &str, presented: bool) {
     assert_eq!(res.status, 401, "{res:?}");
     assert_eq!(res.header("content-type"), Some("application/json"));

@@ -10,22 +10,6 @@ use common::upstream::Upstream;
 use common::*;
 use tokio::net::TcpListener;
 
-const NO_WECHAT: &str = "http://127.0.0.1:9";
-
-async fn gateway_with(up: &Upstream, extra_routes: &str) -> TestGateway {
-    let toml = format!("{}\n{extra_routes}", base_config(&up.url(), NO_WECHAT));
-    TestGateway::start(&toml).await
-}
-
-fn assert_error(res: &RawResponse, status: u16, code: &str) {
-    assert_eq!(res.status, status, "{res:?}");
-    assert_eq!(
-        res.header("content-type"),
-        Some("application/json"),
-        "{res:?}"
-    );
-    assert_eq!(res.json()["error"], code, "{res:?}");
-}
 
 #[tokio::test]
 async fn longest_prefix_wins_and_only_on_segment_boundaries() {

@@ -307,3 +307,20 @@ pub async fn raw_request(
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
+
+/// The base config (no WeChat) plus `extra` TOML, served.
+pub async fn gateway_with(up: &upstream::Upstream, extra: &str) -> TestGateway {
+    let toml = format!("{}\n{extra}", base_config(&up.url(), "http://127.0.0.1:9"));
+    TestGateway::start(&toml).await
+}
+
+/// A JSON error answer with this status and `error` code.
+pub fn assert_error(res: &RawResponse, status: u16, code: &str) {
+    assert_eq!(res.status, status, "{res:?}");
+    assert_eq!(
+        res.header("content-type"),
+        Some("application/json"),
+        "{res:?}"
+    );
+    assert_eq!(res.json()["error"], code, "{res:?}");
+}

@@ -10,7 +10,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-
 #[tokio::test]
 async fn a_refused_upstream_is_502_upstream_unavailable() {
     let up = Upstream::start().await;

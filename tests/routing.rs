@@ -10,7 +10,6 @@ use common::upstream::Upstream;
 use common::*;
 use tokio::net::TcpListener;
 
-
 #[tokio::test]
 async fn longest_prefix_wins_and_only_on_segment_boundaries() {
     let up = Upstream::start().await;

@@ -221,13 +221,7 @@ async fn bad_bodies_never_reach_wechat() {
         String::new(),
     ];
     for body in &json_bodies {
-        let res = client()
-            .post(s.gw.url("/auth/login"))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let res = s.post_login_json(body.clone()).await;
         let answer = Answer::read(res).await;
         assert_eq!(
             (answer.status, answer.error().as_str()),
@@ -272,13 +266,7 @@ async fn a_declared_oversized_body_is_413() {
     let s = Setup::start().await;
     let code = s.fake.mint_code(APPID, "o-alice");
     let body = json!({ "code": code, "pad": "x".repeat(5000) }).to_string();
-    let res = client()
-        .post(s.gw.url("/auth/login"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = s.post_login_json(body).await;
     Answer::read(res)
         .await
         .assert_error(413, "payload_too_large");
@@ -295,13 +283,7 @@ async fn the_limit_is_4_kib_exactly() {
     let code = s.fake.mint_code(APPID, "o-alice");
     let body = padded(&code, 4097);
     assert_eq!(body.len(), 4097);
-    let res = client()
-        .post(s.gw.url("/auth/login"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = s.post_login_json(body).await;
     Answer::read(res)
         .await
         .assert_error(413, "payload_too_large");
@@ -309,13 +291,7 @@ async fn the_limit_is_4_kib_exactly() {
 
     let body = padded(&code, 4096);
     assert_eq!(body.len(), 4096);
-    let res = client()
-        .post(s.gw.url("/auth/login"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = s.post_login_json(body).await;
     let answer = Answer::read(res).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 }

@@ -41,6 +41,17 @@ impl Setup {
         login(&self.gw, serde_json::json!({ "code": code })).await
     }
 
+    /// POSTs `body` as-is to the login endpoint as `application/json`.
+    pub async fn post_login_json(&self, body: impl Into<String>) -> reqwest::Response {
+        client()
+            .post(self.gw.url("/auth/login"))
+            .header("content-type", "application/json")
+            .body(body.into())
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Mints a code for `openid` and logs in with it; panics unless 200.
     pub async fn login_as(&self, openid: &str) -> String {
         let code = self.fake.mint_code(APPID, openid);

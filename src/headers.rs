@@ -73,12 +73,14 @@ pub fn strip_client_headers(headers: &mut HeaderMap, identity: &IdentityConfig) 
 
 /// Response headers that belong to the upstream connection only.
 pub fn strip_response_headers(headers: &mut HeaderMap) {
-    // One pass over what is there, rather than a hash look-up per name.
+    // One pass over what is there, then a removal only for what is present
+    // (most upstreams send just `Connection: keep-alive`).
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let doomed = connection_named(headers);
-    for name in HOP_BY_HOP.iter().chain(&doomed) {
+    let mut doomed = connection_named(headers);
+    doomed.extend(headers.keys().filter(|n| is_hop_by_hop(n)).cloned());
+    for name in &doomed {
         headers.remove(name);
     }
 }

@@ -124,6 +124,14 @@ impl Drop for Proc {
     }
 }
 
+/// Runs `wxgate ARGS CONFIG`, asserts exit 0 (showing stderr if not), returns stdout.
+fn stdout_of_success(args: &[&str], config: &Path) -> String {
+    let out = Command::new(BIN).args(args).arg(config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn run_config(upstream: &str) -> String {
     base_config(upstream, "http://127.0.0.1:9")
 }
@@ -132,18 +140,7 @@ fn run_config(upstream: &str) -> String {
 fn check_prints_the_route_table_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &run_config("http://127.0.0.1:9000"));
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = stdout_of_success(&["check", "--config"], &path);
     assert!(text.contains("is valid"), "{text}");
     assert!(
         text.lines()
@@ -208,27 +205,17 @@ fn token_prints_a_token_the_gateway_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let text = run_config("http://127.0.0.1:9000");
     let path = write_config(dir.path(), &text);
-    let out = Command::new(BIN)
-        .args([
-            "token",
-            "--openid",
-            "o-cli",
-            "--unionid",
-            "u-cli",
-            "--ttl",
-            "10m",
-            "--config",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let args = [
+        "token",
+        "--openid",
+        "o-cli",
+        "--unionid",
+        "u-cli",
+        "--ttl",
+        "10m",
+        "--config",
+    ];
+    let token = stdout_of_success(&args, &path).trim().to_owned();
     let config = wxgate::Config::parse_with_env(&text, &path, Some(Default::default())).unwrap();
     let keys = wxgate::token::Keys::new(&config.token, config.appids());
     let now = wxgate::token::now();

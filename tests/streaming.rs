@@ -4,54 +4,14 @@
 
 mod common;
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
 use common::upstream::Upstream;
 use common::*;
-use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 const TOTAL: u64 = 100 * 1024 * 1024;
-const CHUNK: usize = 64 * 1024;
-static FILLER: [u8; CHUNK] = [b'u'; CHUNK];
 const MAX_GROWTH_KIB: u64 = 60 * 1024;
-
-/// An upload body produced on the fly: never held whole, unknown length
-/// (so it goes chunked).
-struct Generated {
-    remaining: u64,
-}
-
-impl http_body::Body for Generated {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        if this.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        let n = this.remaining.min(CHUNK as u64) as usize;
-        this.remaining -= n as u64;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&FILLER[..n])))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
-}
 
 /// Peak resident set size of this process so far, in KiB.
 fn peak_rss_kib() -> u64 {
@@ -79,7 +39,7 @@ async fn hundred_megabyte_bodies_stream_both_ways_in_bounded_memory() {
     let request = http::Request::post("/api/upload")
         .header("host", "gw.test")
         .header("authorization", &auth)
-        .body(Generated { remaining: TOTAL })
+        .body(upstream::Reply::generated(TOTAL))
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);

@@ -23,13 +23,17 @@ use crate::token::Verified;
 
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The pooled HTTP/1.1 client for every upstream.
 pub fn client(config: &Config) -> Client<HttpConnector, Body> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT.min(config.server.request_timeout)));
+    connector.set_connect_timeout(Some(
+        config
+            .server
+            .connect_timeout
+            .min(config.server.request_timeout),
+    ));
     connector.enforce_http(true);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)

@@ -3,17 +3,18 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
+use crate::conn::{self, Activity, Limits};
 use crate::gateway::{ConnInfo, Gateway};
 
 /// hyper refuses a smaller read buffer.
@@ -25,7 +26,12 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
     let config = gw.runtime().config.server.clone();
     let builder = builder(&config);
     let limit = Arc::new(Semaphore::new(config.max_connections));
-    let graceful = GracefulShutdown::new();
+    let limits = Limits {
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+    };
+    // Turned true at shutdown: every connection starts its graceful close.
+    let draining = watch::Sender::new(false);
     // Owned here so that what outlives the grace can be closed.
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -51,11 +57,11 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
         let _ = stream.set_nodelay(true);
         let conn_info = ConnInfo::new(peer, "http");
         let gw = gw.clone();
-        let first_request = Arc::new(Notify::new());
+        let activity = Arc::new(Activity::default());
         let service = {
-            let first_request = first_request.clone();
+            let activity = activity.clone();
             service_fn(move |req| {
-                first_request.notify_one();
+                activity.request_started();
                 let (gw, conn_info) = (gw.clone(), conn_info.clone());
                 async move { Ok::<_, Infallible>(gw.handle(req, conn_info).await) }
             })
@@ -63,27 +69,11 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
-        let header_timeout = config.header_timeout;
+        let draining = draining.subscribe();
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            // hyper's header timeout starts only once the protocol is known,
-            // so a client that sends nothing (or half an HTTP/2 preface)
-            // would hold its connection forever: bound the first request.
-            let no_first_request = async {
-                tokio::select! {
-                    () = first_request.notified() => std::future::pending().await,
-                    () = tokio::time::sleep(header_timeout) => {}
-                }
-            };
-            tokio::select! {
-                result = connection => if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                },
-                () = no_first_request => {
-                    tracing::debug!(%peer, "no request within header_timeout; closing");
-                }
-            }
+            let cut = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+            conn::drive(connection, cut, &activity, limits, draining, peer).await;
             drop(permit);
         });
     }
@@ -92,7 +82,10 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
     gw.set_draining();
     tracing::info!(grace = ?config.shutdown_grace, "draining");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = async {
+            draining.send_replace(true);
+            while connections.join_next().await.is_some() {}
+        } => tracing::info!("all connections closed"),
         () = tokio::time::sleep(config.shutdown_grace) => {
             tracing::warn!("shutdown grace over; closing the remaining connections");
         }

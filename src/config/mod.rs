@@ -27,6 +27,8 @@ pub mod defaults {
     pub const MAX_HEADER_BYTES: u64 = 16 * 1024;
     pub const SHUTDOWN_GRACE: &str = "20s";
     pub const MAX_CONNECTIONS: u64 = 10_000;
+    pub const IDLE_TIMEOUT: &str = "60s";
+    pub const CONNECT_TIMEOUT: &str = "5s";
     pub const WECHAT_API_BASE: &str = "https://api.weixin.qq.com";
     pub const WECHAT_TIMEOUT: &str = "5s";
     pub const LOGIN_PATH: &str = "/auth/login";
@@ -46,6 +48,9 @@ pub mod defaults {
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
+
+/// Longest duration any key accepts.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// HS256 keys shorter than this are refused (RFC 7518 §3.2: key >= hash size).
 pub const MIN_HMAC_KEY_BYTES: usize = 32;
@@ -94,6 +99,12 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Connections beyond this wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// A connection that starts no request for this long is closed
+    /// gracefully (HTTP/2 above all: HTTP/1 is also bounded by
+    /// `header_timeout` while it waits for the next head).
+    pub idle_timeout: Duration,
+    /// Time allowed to open a connection to an upstream.
+    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -346,7 +357,12 @@ impl Builder<'_> {
 
     fn duration(&self, key: &str, value: Option<Str>, default: &str) -> Result<Duration> {
         let text = value.map(|s| s.0).unwrap_or_else(|| default.to_owned());
-        parse_duration(&text).map_err(|m| self.err(key, m))
+        let duration = parse_duration(&text).map_err(|m| self.err(key, m))?;
+        // Deadlines are `now + duration`: an absurd one would overflow.
+        if duration > MAX_DURATION {
+            return Err(self.err(key, format!("`{text}` is longer than 10 years")));
+        }
+        Ok(duration)
     }
 
     fn addr(&self, key: &str, value: &Str) -> Result<SocketAddr> {
@@ -511,6 +527,16 @@ impl Builder<'_> {
                 defaults::SHUTDOWN_GRACE,
             )?,
             max_connections: max_connections as usize,
+            idle_timeout: self.duration(
+                "server.idle_timeout",
+                s.idle_timeout,
+                defaults::IDLE_TIMEOUT,
+            )?,
+            connect_timeout: self.duration(
+                "server.connect_timeout",
+                s.connect_timeout,
+                defaults::CONNECT_TIMEOUT,
+            )?,
         })
     }
 

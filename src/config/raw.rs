@@ -42,6 +42,8 @@ pub struct RawServer {
     pub trusted_proxies: Option<Vec<Str>>,
     pub shutdown_grace: Option<Str>,
     pub max_connections: Option<u64>,
+    pub idle_timeout: Option<Str>,
+    pub connect_timeout: Option<Str>,
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,104 @@
+//! The life of one client connection once accepted: bounded at every phase
+//! so that a client that sends nothing, or stops sending, cannot keep its
+//! connection slot (one of `server.max_connections`).
+//!
+//! - Before the first request: `header_timeout` (hyper's own header timer
+//!   starts only once it knows the protocol, so a silent client or half an
+//!   HTTP/2 preface would otherwise stay forever).
+//! - Between requests: `idle_timeout`. HTTP/1 keep-alive is also bounded by
+//!   hyper's `header_read_timeout`, which runs while it waits for the next
+//!   head; HTTP/2 has no such timer, and a live peer answers keep-alive
+//!   pings, so an HTTP/2 connection that starts no new request for
+//!   `idle_timeout` gets a graceful close (GOAWAY) here.
+//! - At shutdown: a graceful close, in-flight requests first.
+//!
+//! A graceful close lets requests in flight finish; only then does the
+//! connection end.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::time::{sleep_until, Instant};
+
+/// What the connection's service tells its driver.
+#[derive(Default)]
+pub struct Activity {
+    /// Requests started on this connection so far.
+    started: AtomicU64,
+    /// Woken at every request start.
+    changed: Notify,
+}
+
+impl Activity {
+    /// Called by the service at the start of every request.
+    pub fn request_started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+}
+
+/// The per-connection bounds, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Drives `connection` to its end. `cut` starts its graceful close;
+/// `draining` turns true when the server shuts down.
+pub async fn drive<C, E>(
+    connection: C,
+    cut: fn(Pin<&mut C>),
+    activity: &Activity,
+    limits: Limits,
+    mut draining: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut connection = pin!(connection);
+    let mut cut_started = false;
+    let mut seen = 0;
+    let mut deadline = Instant::now() + limits.header_timeout;
+    loop {
+        // Registered before the counter is read, so a start in between
+        // still wakes the loop.
+        let mut woken = pin!(activity.changed.notified());
+        woken.as_mut().enable();
+        let started = activity.started.load(Ordering::Relaxed);
+        if started != seen {
+            seen = started;
+            deadline = Instant::now() + limits.idle_timeout;
+        }
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = woken => {}
+            () = sleep_until(deadline), if !cut_started => {
+                if seen == 0 {
+                    // Nothing arrived: there is nothing to finish either.
+                    tracing::debug!(%peer, "no request within header_timeout; closing");
+                    return;
+                }
+                tracing::debug!(%peer, "idle for idle_timeout; closing");
+                cut(connection.as_mut());
+                cut_started = true;
+            }
+            changed = draining.changed(), if !cut_started => {
+                if changed.is_err() || *draining.borrow() {
+                    cut(connection.as_mut());
+                    cut_started = true;
+                }
+            }
+        }
+    }
+}

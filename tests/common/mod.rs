@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod fake_wechat;
 pub mod login_flow;
 pub mod upstream;

@@ -28,6 +28,25 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Headers some frameworks (Symfony, Laravel, IIS rewrite, forward-auth
+/// setups) read as "the real request path". wxgate routed and authorized
+/// the request on its own path; an upstream must not route it on another
+/// one, so a client never gets to name one. CGI-style servers read `_` as
+/// `-`, so the lookalikes go too.
+const PATH_OVERRIDES: [&[u8]; 6] = [
+    b"x-original-url",
+    b"x-original-uri",
+    b"x-rewrite-url",
+    b"x-forwarded-uri",
+    b"x-forwarded-path",
+    b"x-forwarded-prefix",
+];
+
+fn is_path_override(name: &str) -> bool {
+    let name = name.as_bytes();
+    name.len() >= 13 && PATH_OVERRIDES.iter().any(|p| same_name(name, p))
+}
+
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
@@ -57,12 +76,16 @@ pub fn is_identity_name(name: &str, identity: &IdentityConfig) -> bool {
         .any(|h| same_name(name, h.as_str().as_bytes()))
 }
 
-/// Removes identity look-alikes, hop-by-hop headers and every header named in
-/// `Connection` from a client request (or its trailers).
+/// Removes identity look-alikes, path overrides, hop-by-hop headers and
+/// every header named in `Connection` from a client request (or its
+/// trailers).
 pub fn strip_client_headers(headers: &mut HeaderMap, identity: &IdentityConfig) {
     let mut doomed = connection_named(headers);
     for name in headers.keys() {
-        if is_hop_by_hop(name) || is_identity_name(name.as_str(), identity) {
+        if is_hop_by_hop(name)
+            || is_identity_name(name.as_str(), identity)
+            || is_path_override(name.as_str())
+        {
             doomed.push(name.clone());
         }
     }

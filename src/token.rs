@@ -315,14 +315,17 @@ impl Keys {
     }
 }
 
-/// An id fit for a header: non-empty, bounded, visible ASCII only (so no
-/// CR/LF can ever split a header upstream).
+/// An id fit for a header: non-empty, bounded, and made of RFC 7235
+/// `token68` characters only (WeChat's ids are base64url). So no CR/LF can
+/// split a header upstream, and no `,` `;` `"` or space can make an
+/// upstream that reads the header as a list see two ids in one.
 pub fn id_header_ok(id: &str) -> Option<HeaderValue> {
     id_header(id)
 }
 
 pub(crate) fn id_header(id: &str) -> Option<HeaderValue> {
-    let ok = !id.is_empty() && id.len() <= MAX_ID_BYTES && id.bytes().all(|b| b.is_ascii_graphic());
+    let token68 = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
+    let ok = !id.is_empty() && id.len() <= MAX_ID_BYTES && id.bytes().all(token68);
     ok.then(|| HeaderValue::from_str(id).ok()).flatten()
 }
 

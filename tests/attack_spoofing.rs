@@ -1,0 +1,188 @@
+//! Attacks on identity: a client posing as someone else to the upstream, or
+//! steering which rule applies. Already covered elsewhere and not repeated:
+//! `X-WX-*` in every case and with underscores on every route, in trailers
+//! and named in `Connection` (`tests/headers.rs`); an openid with CR/LF from
+//! WeChat (`tests/login_faults.rs`). Here: duplicates, framing tricks around
+//! header names, path-override headers, and every kind of hostile openid
+//! WeChat could send, checked all the way to the upstream.
+
+mod common;
+
+use common::fake_wechat::Fault;
+use common::login_flow::Setup;
+use common::upstream::Upstream;
+use common::*;
+
+const PATH_OVERRIDES: &[&str] = &[
+    "X-Original-URL",
+    "X-Original-URI",
+    "X-Rewrite-URL",
+    "X-Forwarded-Uri",
+    "X-Forwarded-Path",
+    "X-Forwarded-Prefix",
+    "x_original_url",
+    "X_Rewrite_Url",
+];
+
+#[tokio::test]
+async fn path_override_headers_never_change_the_route_or_reach_the_upstream() {
+    let up = Upstream::start().await;
+    let gw = gateway_with(&up, "").await;
+    let overrides: Vec<(&str, &str)> = PATH_OVERRIDES.iter().map(|h| (*h, "/api/admin")).collect();
+
+    // Public request claiming to be for the protected path: served as the
+    // public path it is, and the upstream never hears the claim.
+    let res = raw_request(gw.addr, "GET", "/public/x", &overrides).await;
+    assert_eq!(res.status, 200, "{res:?}");
+    let got = up.next_request().await;
+    assert_eq!(got.target, "/public/x");
+    for name in PATH_OVERRIDES {
+        assert_eq!(got.header(name), None, "{name} reached the upstream");
+    }
+    assert!(
+        !got.headers.iter().any(|(_, v)| v.contains("/api/admin")),
+        "{got:?}"
+    );
+
+    // Protected request claiming to be public: still needs its token.
+    let overrides: Vec<(&str, &str)> = PATH_OVERRIDES.iter().map(|h| (*h, "/public/x")).collect();
+    let res = raw_request(gw.addr, "GET", "/api/admin", &overrides).await;
+    assert_error(&res, 401, "missing_token");
+    assert_eq!(up.requests().len(), 1, "the protected request was proxied");
+}
+
+#[tokio::test]
+async fn duplicated_identity_headers_leave_exactly_the_injected_one() {
+    let up = Upstream::start().await;
+    let gw = gateway_with(&up, "").await;
+    let auth = bearer(&token_for(&gw.gw, "o-alice", APPID, Some("u-alice")));
+    let res = raw_request(
+        gw.addr,
+        "GET",
+        "/api/x",
+        &[
+            ("X-WX-OpenID", "o-admin"),
+            ("Authorization", &auth),
+            ("X-WX-OpenID", "o-admin"),
+            ("x-wx-openid", "o-root"),
+            ("X_WX_OPENID", "o-root"),
+            ("X-WX-UnionID", "u-admin"),
+            ("X-WX-AppID", "wxother"),
+            ("X-WX-AppID", "wxother"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status, 200, "{res:?}");
+    let got = up.next_request().await;
+    assert_eq!(got.header_all("x-wx-openid"), ["o-alice"]);
+    assert_eq!(got.header_all("x-wx-unionid"), ["u-alice"]);
+    assert_eq!(got.header_all("x-wx-appid"), [APPID]);
+    assert!(
+        !got.headers.iter().any(|(n, _)| n.starts_with("x_wx")),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn header_framing_tricks_are_refused_before_any_route() {
+    // Each would let a lenient parser read an identity header that a strict
+    // one skipped (or the reverse): the gateway refuses the request whole.
+    let up = Upstream::start().await;
+    let gw = gateway_with(&up, "").await;
+    let heads: &[&[u8]] = &[
+        // obs-fold: a continuation line that spells an identity header.
+        b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-Note: a\r\n X-WX-OpenID: o-admin\r\nConnection: close\r\n\r\n",
+        // Whitespace between the name and the colon.
+        b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-WX-OpenID : o-admin\r\nConnection: close\r\n\r\n",
+        // A bare LF inside a value.
+        b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-Note: a\nX-WX-OpenID: o-admin\r\nConnection: close\r\n\r\n",
+        // A bare CR inside a value.
+        b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-Note: a\rX-WX-OpenID: o-admin\r\nConnection: close\r\n\r\n",
+        // NUL in a header name.
+        b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-WX\0-OpenID: o-admin\r\nConnection: close\r\n\r\n",
+    ];
+    for head in heads {
+        let answer = raw(gw.addr, head).await;
+        let shown = String::from_utf8_lossy(head);
+        if answer.is_empty() {
+            continue; // closed without an answer: refused as well
+        }
+        let status = status_of(&answer);
+        if status == 200 {
+            // Tolerated only if nothing identity-like got through.
+            let got = up.last().expect("a 200 was proxied");
+            assert!(
+                !got.headers.iter().any(|(_, v)| v.contains("o-admin")),
+                "{shown:?}: {got:?}"
+            );
+        } else {
+            assert_eq!(status, 400, "{shown:?}: {answer}");
+        }
+    }
+    for got in up.requests() {
+        assert!(
+            !got.headers.iter().any(|(_, v)| v.contains("o-admin")),
+            "{got:?}"
+        );
+    }
+}
+
+/// Openids (and unionids) that WeChat should never send, each of which
+/// would split, fold or smuggle a header if wxgate passed it on.
+const HOSTILE_IDS: &[&str] = &[
+    "o-eve\\r\\nX-WX-OpenID: admin",
+    "o-eve\\nX-WX-OpenID: admin",
+    "o-eve\\rX-WX-OpenID: admin",
+    "o-eve\\u0000admin",
+    "o-eve\\tadmin",
+    "o-eve admin",
+    "o-eve\\u007f",
+    "o-évé",
+    "o-eve\\u2028admin",
+    " o-eve",
+    "o-eve,o-admin",
+    "o-eve;o-admin",
+    "\\\"o-eve\\\"",
+    "",
+];
+
+#[tokio::test]
+async fn hostile_openids_from_wechat_never_become_a_header() {
+    let s = Setup::start().await;
+    for id in HOSTILE_IDS {
+        let answers = [
+            format!(r#"{{"session_key":"a2V5a2V5a2V5a2V5a2V5aw==","openid":"{id}"}}"#),
+            format!(
+                r#"{{"session_key":"a2V5a2V5a2V5a2V5a2V5aw==","openid":"o-fine","unionid":"{id}"}}"#
+            ),
+        ];
+        for (i, answer) in answers.into_iter().enumerate() {
+            let code = s.fake.mint_code(APPID, "o-eve");
+            s.fake.push_fault(Fault::Raw(answer));
+            let res = s.login(&code).await;
+            if i == 1 && id.is_empty() {
+                // An empty unionid is "none": the login stands, without one.
+                assert_eq!(res.status, 200, "{}", res.body);
+                continue;
+            }
+            res.assert_error(503, "wechat_unavailable");
+        }
+    }
+    // A well-formed login then reaches the upstream as exactly one header
+    // per identity, with exactly the ids WeChat gave.
+    s.fake.set_unionid(APPID, "o-eve", Some("u-eve"));
+    let token = s.login_as("o-eve").await;
+    let res = raw_request(
+        s.gw.addr,
+        "GET",
+        "/api/x",
+        &[("Authorization", &bearer(&token))],
+    )
+    .await;
+    assert_eq!(res.status, 200, "{res:?}");
+    let got = s.up.next_request().await;
+    assert_eq!(got.header_all("x-wx-openid"), ["o-eve"]);
+    assert_eq!(got.header_all("x-wx-unionid"), ["u-eve"]);
+    assert_eq!(got.header_all("x-wx-appid"), [APPID]);
+    assert_eq!(s.up.requests().len(), 1);
+}

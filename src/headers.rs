@@ -47,6 +47,19 @@ fn is_path_override(name: &str) -> bool {
     name.len() >= 13 && PATH_OVERRIDES.iter().any(|p| same_name(name, p))
 }
 
+/// `Transfer_Encoding`, `Content_Length`, `Connection`… spelled with `_`:
+/// hyper frames the request by the real names, but an upstream that reads
+/// `_` as `-` would frame it by these, and two framings of one body is
+/// request smuggling.
+fn is_framing_lookalike(name: &str) -> bool {
+    let name = name.as_bytes();
+    name.contains(&b'_')
+        && (same_name(name, b"content-length")
+            || HOP_BY_HOP
+                .iter()
+                .any(|h| same_name(name, h.as_str().as_bytes())))
+}
+
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
@@ -85,6 +98,7 @@ pub fn strip_client_headers(headers: &mut HeaderMap, identity: &IdentityConfig) 
         if is_hop_by_hop(name)
             || is_identity_name(name.as_str(), identity)
             || is_path_override(name.as_str())
+            || is_framing_lookalike(name.as_str())
         {
             doomed.push(name.clone());
         }

@@ -100,6 +100,10 @@ fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout)
         .max_buf_size(config.max_header_bytes.max(MIN_BUF_SIZE))
+        // A client that shuts its write side after a request still gets
+        // the answer (without this, hyper drops a request that the
+        // upstream may already have acted on).
+        .half_close(true)
         .keep_alive(true);
     builder
         .http2()

@@ -14,6 +14,10 @@ pub enum PathError {
     Nul,
     ClimbsAboveRoot,
     BadEncoding,
+    /// `..;x` or `.;x`: Tomcat, Jetty and Spring drop `;` parameters and
+    /// then read the segment as a dot segment, so the upstream would climb
+    /// where wxgate did not (the `..;/` authorization bypass).
+    DotWithParameters,
 }
 
 impl PathError {
@@ -26,6 +30,7 @@ impl PathError {
             PathError::Nul => "path contains a NUL byte",
             PathError::ClimbsAboveRoot => "path climbs above the root with '..'",
             PathError::BadEncoding => "path contains a malformed percent-encoding",
+            PathError::DotWithParameters => "path has a '.' or '..' segment with ';' parameters",
         }
     }
 }
@@ -73,11 +78,15 @@ fn needs_rewrite(raw: &str) -> bool {
     }
     // A trailing empty segment is just the preserved trailing slash.
     let last = &bytes[seg_start..];
-    last == b"." || last == b".."
+    !last.is_empty() && is_dot_or_empty(last)
 }
 
 fn is_dot_or_empty(seg: &[u8]) -> bool {
-    seg.is_empty() || seg == b"." || seg == b".."
+    seg.is_empty()
+        || seg == b"."
+        || seg == b".."
+        || seg.starts_with(b".;")
+        || seg.starts_with(b"..;")
 }
 
 fn rewrite(raw: &str) -> Result<String, PathError> {
@@ -96,6 +105,11 @@ fn rewrite(raw: &str) -> Result<String, PathError> {
         }
         let start = out.len();
         decode_into(seg, &mut out)?;
+        if let Some((name, _params)) = out[start..].split_once(';') {
+            if name == "." || name == ".." {
+                return Err(PathError::DotWithParameters);
+            }
+        }
         // Checked after decoding so that encoded dots cannot smuggle a `..`.
         match &out[start..] {
             "." => {
@@ -196,6 +210,25 @@ mod tests {
 
     fn err(raw: &str) -> PathError {
         normalize(raw).expect_err(raw)
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_refused() {
+        for raw in [
+            "/public/..;/api",
+            "/public/..;x=1/api",
+            "/public/.;/api",
+            "/public/%2e%2e;/api",
+            "/public/.%2E;jsessionid=1/api",
+            "/public/..;",
+            "/..;/api",
+        ] {
+            assert_eq!(err(raw), PathError::DotWithParameters, "{raw}");
+        }
+        // Only whole dot names: these are ordinary segments.
+        assert_eq!(ok("/a/...;x/b"), "/a/...;x/b");
+        assert_eq!(ok("/a/..x;/b"), "/a/..x;/b");
+        assert_eq!(ok("/a;x/b;y"), "/a;x/b;y");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::upstream::Upstream;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const NO_WECHAT: &str = "http://127.0.0.1:9";
@@ -21,16 +21,7 @@ fn config_with_server(up: &Upstream, server_keys: &str) -> String {
 /// Reads until the peer closes (EOF or an error such as a reset); `None` if
 /// it is still open after [`BOUND`].
 async fn closed_within_bound(stream: &mut TcpStream) -> Option<String> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let deadline = tokio::time::Instant::now() + BOUND;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => return None,
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&out).into_owned()),
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-        }
-    }
+    closed_within(stream, BOUND).await
 }
 
 /// Sends `request` (tolerating the server closing on us mid-write) and

@@ -181,6 +181,21 @@ pub async fn read_to_close(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads until the peer closes (EOF or an error such as a reset); `None` if
+/// it is still open after `bound`.
+pub async fn closed_within(stream: &mut TcpStream, bound: Duration) -> Option<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&out).into_owned()),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// The status code of the first response in `raw` text.
 pub fn status_of(response: &str) -> u16 {
     response

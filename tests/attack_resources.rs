@@ -1,0 +1,302 @@
+//! Resource abuse: clients that hold connections, send slowly, declare
+//! huge bodies or flood the login. Every phase of a connection has a bound,
+//! and while one client abuses it, another is served. The single cases
+//! already covered are in `tests/server.rs` (a head over
+//! `max_header_bytes`, more than 100 headers, one silent or stalling client,
+//! an idle HTTP/1 keep-alive) and `tests/login.rs` (the login body limit).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fake_wechat::FakeWeChat;
+use common::login_flow::{rate_limit, Setup};
+use common::upstream::Upstream;
+use common::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Generous: the limits under test are far shorter.
+const BOUND: Duration = Duration::from_secs(10);
+
+fn with_server(up: &Upstream, wechat: &str, keys: &str) -> String {
+    base_config(&up.url(), wechat).replace("[server]\n", &format!("[server]\n{keys}\n"))
+}
+
+/// A healthy request that must succeed while the abuse goes on.
+async fn assert_still_serving(gw: &TestGateway) {
+    let res = tokio::time::timeout(BOUND, raw_request(gw.addr, "GET", "/public/ok", &[]))
+        .await
+        .expect("a healthy request waited too long");
+    assert_eq!(res.status, 200, "{res:?}");
+}
+
+#[tokio::test]
+async fn a_crowd_of_slow_heads_is_cut_off_and_others_are_served() {
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&with_server(
+        &up,
+        "http://127.0.0.1:9",
+        "header_timeout = \"400ms\"",
+    ))
+    .await;
+    let head = b"GET /public/slow HTTP/1.1\r\nHost: gw.test\r\nX-Pad: aaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut dribblers = Vec::new();
+    for _ in 0..20 {
+        let addr = gw.addr;
+        dribblers.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let started = Instant::now();
+            // One byte every 50 ms: the whole head would take 4 s.
+            for byte in head {
+                if stream.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let answer = closed_within(&mut stream, BOUND).await;
+            (started.elapsed(), answer)
+        }));
+    }
+    assert_still_serving(&gw).await;
+    for d in dribblers {
+        let (elapsed, answer) = d.await.unwrap();
+        let answer = answer.expect("a slow head was never cut off");
+        assert!(!answer.contains("\"ok\":true"), "{answer}");
+        assert!(elapsed < Duration::from_secs(4), "cut after {elapsed:?}");
+    }
+    let slow = up
+        .requests()
+        .iter()
+        .filter(|r| r.target == "/public/slow")
+        .count();
+    assert_eq!(slow, 0);
+}
+
+#[tokio::test]
+async fn a_slow_login_body_is_refused_in_bounded_time() {
+    let fake = FakeWeChat::start().await;
+    fake.add_app(APPID, APP_SECRET);
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&with_server(
+        &up,
+        &fake.base_url(),
+        "header_timeout = \"500ms\"",
+    ))
+    .await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /auth/login HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/json\r\n\
+              Content-Length: 40\r\n\r\n{\"code\":",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_still_serving(&gw).await;
+    let answer = closed_within(&mut stream, BOUND)
+        .await
+        .expect("a stalled login body held its connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let res = RawResponse::parse(&answer);
+    assert_error(&res, 400, "invalid_request");
+    assert_eq!(fake.calls(), 0);
+}
+
+#[tokio::test]
+async fn huge_declared_login_bodies_are_413_without_reading_them() {
+    let s = Setup::start().await;
+    for length in ["4097", "1000000", "1000000000000000"] {
+        let head = format!(
+            "POST /auth/login HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}\r\nConnection: close\r\n\r\n{{\"code\":\"x\"}}"
+        );
+        let started = Instant::now();
+        let answer = raw(s.gw.addr, head.as_bytes()).await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_error(&RawResponse::parse(&answer), 413, "payload_too_large");
+    }
+    // A length hyper cannot represent is refused by the parser itself.
+    let head = "POST /auth/login HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/json\r\n\
+                Content-Length: 18446744073709551615\r\nConnection: close\r\n\r\n";
+    let status = status_of(&raw(s.gw.addr, head.as_bytes()).await);
+    assert!(matches!(status, 400 | 413 | 431), "{status}");
+    // Chunked, no length declared: cut at the limit.
+    let mut chunked =
+        b"POST /auth/login HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/json\r\n\
+                        Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    for _ in 0..10 {
+        chunked.extend_from_slice(b"400\r\n");
+        chunked.extend_from_slice(&[b' '; 1024]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw(s.gw.addr, &chunked).await;
+    assert_error(&RawResponse::parse(&answer), 413, "payload_too_large");
+    assert_eq!(s.fake.calls(), 0);
+}
+
+#[tokio::test]
+async fn idle_connections_past_the_cap_wait_then_get_served() {
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&with_server(
+        &up,
+        "http://127.0.0.1:9",
+        "header_timeout = \"500ms\"\nmax_connections = 8",
+    ))
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(TcpStream::connect(gw.addr).await.unwrap());
+    }
+    // The ninth waits in the backlog until the idle ones are cut, then is
+    // served: the cap bounds memory, the header timeout bounds the wait.
+    let started = Instant::now();
+    assert_still_serving(&gw).await;
+    let waited = started.elapsed();
+    for mut s in idle {
+        assert!(
+            closed_within(&mut s, BOUND).await.is_some(),
+            "an idle connection stayed"
+        );
+    }
+    assert!(waited < BOUND, "{waited:?}");
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&with_server(
+        &up,
+        "http://127.0.0.1:9",
+        "idle_timeout = \"300ms\"",
+    ))
+    .await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("http://gw.test/public/h2")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    // Then nothing: the gateway sends GOAWAY and closes.
+    let started = Instant::now();
+    tokio::time::timeout(BOUND, conn)
+        .await
+        .expect("an idle HTTP/2 connection stayed open")
+        .unwrap()
+        .ok();
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_busy_http2_connection_is_not_cut_mid_request() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&with_server(
+        &up,
+        "http://127.0.0.1:9",
+        "idle_timeout = \"200ms\"",
+    ))
+    .await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // A request the upstream holds past the idle timeout still completes.
+    let req = http::Request::get("http://gw.test/public/hold")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let pending = tokio::spawn(sender.send_request(req));
+    tokio::time::sleep(Duration::from_millis(400)).await; // pacing past the idle timeout
+    up.release_hold();
+    let res = pending.await.unwrap().unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"{\"ok\":true"), "{body:?}");
+}
+
+#[tokio::test]
+async fn a_login_flood_is_rate_limited_before_wechat() {
+    let s = Setup::with(|c| rate_limit(&c, "3/min")).await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let res = s.login(&format!("flood-code-{i}")).await;
+        statuses.push(res.status);
+        if res.status == 429 {
+            res.assert_error(429, "rate_limited");
+            let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+        }
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(s.fake.calls(), 3, "the flood reached WeChat");
+    // Other endpoints are not rate limited.
+    let res = raw_request(s.gw.addr, "GET", "/public/x", &[]).await;
+    assert_eq!(res.status, 200);
+}
+
+/// A listener whose accept queue is full: further connects hang in SYN.
+async fn black_hole() -> (tokio::net::TcpListener, Vec<TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    // Fill the queue until a connect no longer completes.
+    for _ in 0..16 {
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => held.push(s),
+            _ => return (listener, held),
+        }
+    }
+    panic!("the accept queue never filled");
+}
+
+#[tokio::test]
+async fn the_upstream_connect_timeout_bounds_a_hanging_connect() {
+    let up = Upstream::start().await;
+    let (hole, _held) = black_hole().await;
+    let toml = with_server(&up, "http://127.0.0.1:9", "connect_timeout = \"300ms\"").replace(
+        "[[routes]]\npath = \"/public\"",
+        &format!(
+            "[[routes]]\npath = \"/dark\"\nupstream = \"http://{}\"\nauth = \"none\"\ntimeout = \"30s\"\n\n[[routes]]\npath = \"/public\"",
+            hole.local_addr().unwrap()
+        ),
+    );
+    let gw = TestGateway::start(&toml).await;
+    let started = Instant::now();
+    let res = raw_request(gw.addr, "GET", "/dark/x", &[]).await;
+    assert_error(&res, 502, "upstream_unavailable");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250),
+        "{took:?}: the connect did not hang"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_still_serving(&gw).await;
+}

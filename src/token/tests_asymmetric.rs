@@ -334,3 +334,60 @@ fn the_jwks_holds_public_keys_only() {
     );
     assert_eq!(&hs_only.jwks()[..], br#"{"keys":[]}"#);
 }
+
+/// Cost of a verification without and with the verified-token cache, per
+/// algorithm. A measurement, not a test of timing:
+/// `cargo test --release --lib verification_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn verification_cost() {
+    let signers = [
+        (
+            "HS256",
+            key(
+                "hs",
+                Algorithm::HS256,
+                KeyMaterial::Secret(Secret::new(HS_SECRET)),
+                false,
+            ),
+        ),
+        (
+            "ES256",
+            key(
+                "ec",
+                Algorithm::ES256,
+                KeyMaterial::Private(private(Algorithm::ES256, "es256.pem")),
+                false,
+            ),
+        ),
+        (
+            "EdDSA",
+            key(
+                "ed",
+                Algorithm::EdDSA,
+                KeyMaterial::Private(private(Algorithm::EdDSA, "ed25519.pem")),
+                false,
+            ),
+        ),
+    ];
+    for (name, signer) in signers {
+        let keys = Keys::new(&config(vec![signer]), ["wxapp1"].into_iter());
+        let (token, _) = keys
+            .mint("o-user", "wxapp1", None, Duration::from_secs(600), NOW)
+            .unwrap();
+        let time = |n: u32, f: &dyn Fn()| {
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            start.elapsed().as_nanos() / u128::from(n)
+        };
+        let cold = time(2_000, &|| {
+            keys.verify_uncached(&token, NOW).unwrap();
+        });
+        let cached = time(200_000, &|| {
+            keys.verify(&token, NOW).unwrap();
+        });
+        println!("{name}: {cold} ns per verification, {cached} ns from the cache");
+    }
+}

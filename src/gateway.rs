@@ -196,6 +196,7 @@ impl Gateway {
             Target::Login => return login::login(self, rt, parts, body, conn).await,
             Target::Session => return login::session(self, rt, &parts).await,
             Target::Logout => return login::logout(self, rt, &parts).await,
+            Target::Jwks => return crate::jwks::serve(rt, &parts.method),
             Target::Route(index) => index,
         };
         let route = rt.router.route(index);

@@ -9,6 +9,7 @@
 //!   or the route with the longest matching prefix;
 //! - [`login`] serves the login, session and logout endpoints, exchanging
 //!   codes through [`wechat`] and remembering sessions in [`session`];
+//!   [`jwks`] publishes the public signing keys;
 //! - [`auth`] takes the token from the request and [`token`] verifies it;
 //! - [`proxy`] rewrites the request with [`headers`] (strip what the client
 //!   may not say, inject the verified identity) and streams it to the
@@ -33,6 +34,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod gateway;
 pub mod headers;
+pub mod jwks;
 pub mod login;
 pub mod path;
 pub mod proxy;

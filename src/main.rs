@@ -12,6 +12,8 @@ use tracing_subscriber::EnvFilter;
 use wxgate::config::{Config, LogFormat};
 use wxgate::{Gateway, Listeners};
 
+mod keygen;
+
 /// mimalloc: fewer instructions per allocation than glibc's malloc on the
 /// request path, and freed memory goes back to the OS.
 #[global_allocator]
@@ -56,10 +58,35 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
     },
+    /// Write a new ES256 or EdDSA private key (PKCS#8 PEM, mode 0600) and its
+    /// public key, and print the [[token.keys]] entry for it. Reads no config.
+    Keygen {
+        /// "es256" or "eddsa".
+        #[arg(long, value_parser = keygen::parse_algorithm)]
+        algorithm: wxgate::config::Algorithm,
+        /// The private key file; the public key goes beside it as NAME.pub.pem.
+        #[arg(long)]
+        out: PathBuf,
+        /// The key id in the printed entry [default: the file name without .pem].
+        #[arg(long)]
+        id: Option<String>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Keygen {
+        algorithm,
+        out,
+        id,
+        force,
+    }) = cli.command
+    {
+        return keygen::run(algorithm, &out, id, force);
+    }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
@@ -79,6 +106,7 @@ fn main() -> ExitCode {
             unionid,
             ttl,
         } => token(&config, &openid, appid, unionid, ttl),
+        Command::Keygen { .. } => unreachable!("handled before loading the config"),
     }
 }
 
@@ -234,9 +262,26 @@ fn route_table(config: &Config) -> String {
     );
     let _ = writeln!(
         out,
-        "endpoints POST {}, GET {}, POST {}",
-        config.auth.login_path, config.auth.session_path, config.auth.logout_path
+        "endpoints POST {}, GET {}, POST {}, GET {}",
+        config.auth.login_path,
+        config.auth.session_path,
+        config.auth.logout_path,
+        config.auth.jwks_path
     );
+    let signer = config.token.keys.iter().position(|k| !k.verify_only);
+    for (i, key) in config.token.keys.iter().enumerate() {
+        let role = if Some(i) == signer {
+            "signs"
+        } else {
+            "verifies"
+        };
+        let only = if key.verify_only {
+            " (verify_only)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "key {} {} {role}{only}", key.id, key.algorithm.name());
+    }
     let _ = writeln!(
         out,
         "{:<24} {:<20} {:<9} {:<16} {:<32} {:<6} TIMEOUT",

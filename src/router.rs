@@ -9,6 +9,8 @@ pub enum Target {
     Login,
     Session,
     Logout,
+    /// The JWK Set of the public signing keys.
+    Jwks,
     /// Index into [`Router::routes`].
     Route(usize),
 }
@@ -24,6 +26,7 @@ pub struct Router {
     login: String,
     session: String,
     logout: String,
+    jwks: String,
 }
 
 impl Router {
@@ -45,6 +48,7 @@ impl Router {
             login: auth.login_path.clone(),
             session: auth.session_path.clone(),
             logout: auth.logout_path.clone(),
+            jwks: auth.jwks_path.clone(),
         }
     }
 
@@ -66,6 +70,9 @@ impl Router {
         }
         if path == self.logout {
             return Some(Target::Logout);
+        }
+        if path == self.jwks {
+            return Some(Target::Jwks);
         }
         if let Some(host) = host {
             let hit = self.with_host.iter().copied().find(|&i| {
@@ -157,6 +164,7 @@ mod tests {
             login_path: "/auth/login".into(),
             session_path: "/auth/session".into(),
             logout_path: "/auth/logout".into(),
+            jwks_path: "/.well-known/jwks.json".into(),
             token_header: TokenHeader::Bearer,
             login_rate_limit: None,
         }
@@ -183,6 +191,7 @@ mod tests {
         assert_eq!(path_of("/api/public/x"), "/api/public");
         assert_eq!(path_of("/api/publicx"), "/api");
         assert_eq!(r.find(None, "/auth/login"), Some(Target::Login));
+        assert_eq!(r.find(None, "/.well-known/jwks.json"), Some(Target::Jwks));
     }
 
     #[test]

@@ -5,7 +5,13 @@
 //! the token: a header whose `alg` is not exactly that key's algorithm is
 //! refused, and so is any header field wxgate does not write itself (`crit`,
 //! `jku`, `jwk`, `x5u`, …), so nothing in a token can make wxgate fetch a key
-//! or skip a check.
+//! or skip a check. Each key has one algorithm (HS256, ES256 or EdDSA), so
+//! an HS256 token can never be checked against an ES256 key's public bytes.
+//!
+//! [`keys`] reads PEM key files; [`jwks`] publishes the public keys.
+
+pub mod jwks;
+pub mod keys;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -13,11 +19,14 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use bytes::Bytes;
 use http::HeaderValue;
+use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Algorithm, TokenConfig};
+use crate::config::{Algorithm, KeyMaterial, TokenConfig};
 use crate::error::TokenError;
+use keys::PrivateKey;
 
 /// Most verified tokens remembered; a token seen again skips the signature
 /// and JSON work (about a third of a proxied request's CPU).
@@ -98,19 +107,49 @@ struct RawClaims<'a> {
     unionid: Option<Cow<'a, str>>,
 }
 
+/// The header wxgate writes.
+#[derive(Serialize)]
+struct Header<'a> {
+    typ: &'static str,
+    alg: &'static str,
+    kid: &'a str,
+}
+
 struct Key {
     id: String,
+    /// The only algorithm its tokens may name.
+    algorithm: Algorithm,
+    check: Check,
+}
+
+/// How a key checks a signature.
+enum Check {
     /// Keyed once at load (ring precomputes the inner and outer pads), and
     /// ring's SHA-256 uses the CPU's SHA extensions or vector code.
-    mac: ring::hmac::Key,
+    Hmac(ring::hmac::Key),
+    /// ECDSA P-256 (fixed-size r || s) or Ed25519, fixed by the key.
+    Signature(ring::signature::UnparsedPublicKey<Vec<u8>>),
 }
+
+enum Signer {
+    Hmac(ring::hmac::Key),
+    Private(Arc<PrivateKey>),
+}
+
+/// Minting failed: only ECDSA's random nonce can make it fail.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot sign the token: the system random source failed")]
+pub struct MintError;
 
 /// The configured keys, ready to sign and verify.
 pub struct Keys {
-    algorithm: Algorithm,
     keys: Vec<Key>,
     signer: usize,
-    signing_key: jsonwebtoken::EncodingKey,
+    signing_key: Signer,
+    /// For ECDSA nonces.
+    rng: SystemRandom,
+    /// The JWK Set of the public keys, built once.
+    jwks: Bytes,
     issuer: String,
     leeway: u64,
     ttl: Duration,
@@ -141,12 +180,23 @@ impl Keys {
     /// Builds from a validated config (which guarantees a signing key and
     /// long enough secrets).
     pub fn new<'a>(config: &TokenConfig, appids: impl Iterator<Item = &'a str>) -> Keys {
+        let hmac = |secret: &crate::secret::Secret| {
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.expose().as_bytes())
+        };
         let keys = config
             .keys
             .iter()
             .map(|k| Key {
                 id: k.id.clone(),
-                mac: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k.secret.expose().as_bytes()),
+                algorithm: k.algorithm,
+                check: match (&k.material, k.material.public_key()) {
+                    (KeyMaterial::Secret(secret), _) => Check::Hmac(hmac(secret)),
+                    (_, Some(public)) => Check::Signature(ring::signature::UnparsedPublicKey::new(
+                        public.ring_algorithm(),
+                        public.bytes.clone(),
+                    )),
+                    (_, None) => unreachable!("asymmetric keys have a public key"),
+                },
             })
             .collect();
         let signer = config
@@ -154,13 +204,17 @@ impl Keys {
             .iter()
             .position(|k| !k.verify_only)
             .expect("config validation ensures a signing key");
+        let signing_key = match &config.keys[signer].material {
+            KeyMaterial::Secret(secret) => Signer::Hmac(hmac(secret)),
+            KeyMaterial::Private(key) => Signer::Private(key.clone()),
+            KeyMaterial::Public(_) => unreachable!("config validation: signing keys are private"),
+        };
         Keys {
-            algorithm: config.algorithm,
             keys,
             signer,
-            signing_key: jsonwebtoken::EncodingKey::from_secret(
-                config.keys[signer].secret.expose().as_bytes(),
-            ),
+            signing_key,
+            rng: SystemRandom::new(),
+            jwks: Bytes::from(jwks::document(&config.keys)),
             issuer: config.issuer.clone(),
             leeway: config.leeway.as_secs(),
             ttl: config.ttl,
@@ -183,6 +237,12 @@ impl Keys {
         self.ttl
     }
 
+    /// The JWK Set served at `auth.jwks_path`: the public keys of the ES256
+    /// and EdDSA keys, never a secret.
+    pub fn jwks(&self) -> &Bytes {
+        &self.jwks
+    }
+
     /// Signs a token for `openid` in `appid`, valid `ttl` from `now`.
     pub fn mint(
         &self,
@@ -191,7 +251,7 @@ impl Keys {
         unionid: Option<&str>,
         ttl: Duration,
         now: u64,
-    ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
+    ) -> Result<(String, Claims), MintError> {
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: openid.to_owned(),
@@ -201,11 +261,27 @@ impl Keys {
             jti: new_jti(),
             unionid: unionid.map(str::to_owned),
         };
-        let mut header = jsonwebtoken::Header::new(match self.algorithm {
-            Algorithm::HS256 => jsonwebtoken::Algorithm::HS256,
-        });
-        header.kid = Some(self.keys[self.signer].id.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.signing_key)?;
+        let key = &self.keys[self.signer];
+        let header = Header {
+            alg: key.algorithm.name(),
+            typ: "JWT",
+            kid: &key.id,
+        };
+        let mut token = String::with_capacity(512);
+        // Plain strings and numbers: serializing cannot fail.
+        let header = serde_json::to_vec(&header).expect("the header serializes");
+        URL_SAFE_NO_PAD.encode_string(header, &mut token);
+        token.push('.');
+        let payload = serde_json::to_vec(&claims).expect("the claims serialize");
+        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+        let signature = match &self.signing_key {
+            Signer::Hmac(mac) => ring::hmac::sign(mac, token.as_bytes()).as_ref().to_vec(),
+            Signer::Private(private) => private
+                .sign(&self.rng, token.as_bytes())
+                .map_err(|_| MintError)?,
+        };
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
         Ok((token, claims))
     }
 
@@ -242,12 +318,6 @@ impl Keys {
             .map_err(|_| invalid("bad header encoding"))?;
         let header: RawHeader =
             serde_json::from_slice(&buf[..n]).map_err(|_| invalid("unsupported header"))?;
-        let expected_alg = match self.algorithm {
-            Algorithm::HS256 => "HS256",
-        };
-        if header.alg != expected_alg {
-            return Err(invalid("algorithm not allowed"));
-        }
         if header.typ.is_some_and(|t| !t.eq_ignore_ascii_case("JWT")) {
             return Err(invalid("typ is not JWT"));
         }
@@ -257,15 +327,23 @@ impl Keys {
             .iter()
             .find(|k| k.id == kid)
             .ok_or(invalid("unknown kid"))?;
+        // The key fixes the algorithm: an HS256 header on an ES256 key (the
+        // public key used as an HMAC secret) is refused here.
+        if header.alg != key.algorithm.name() {
+            return Err(invalid("algorithm not allowed"));
+        }
 
         let mut sig = [0u8; 64];
         let n = URL_SAFE_NO_PAD
             .decode_slice(sig_b64, &mut sig)
             .map_err(|_| invalid("bad signature encoding"))?;
         let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-        // Constant-time comparison inside ring.
-        ring::hmac::verify(&key.mac, signing_input, &sig[..n])
-            .map_err(|_| invalid("bad signature"))?;
+        match &key.check {
+            // Constant-time comparison inside ring.
+            Check::Hmac(mac) => ring::hmac::verify(mac, signing_input, &sig[..n]),
+            Check::Signature(public) => public.verify(signing_input, &sig[..n]),
+        }
+        .map_err(|_| invalid("bad signature"))?;
 
         let payload = URL_SAFE_NO_PAD
             .decode(payload_b64)
@@ -345,3 +423,5 @@ pub fn now() -> u64 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_asymmetric;

@@ -4,6 +4,7 @@
 //! it happens at start-up or reload, never while serving a request.
 
 mod interp;
+mod keys;
 mod raw;
 
 use std::collections::{HashMap, HashSet};
@@ -17,6 +18,7 @@ use ipnet::IpNet;
 
 use crate::path;
 use crate::secret::Secret;
+use crate::token::keys::{self as key_files, PrivateKey, PublicKey};
 use interp::{parse_duration, SecretStr, Str};
 use raw::*;
 
@@ -34,6 +36,7 @@ pub mod defaults {
     pub const LOGIN_PATH: &str = "/auth/login";
     pub const SESSION_PATH: &str = "/auth/session";
     pub const LOGOUT_PATH: &str = "/auth/logout";
+    pub const JWKS_PATH: &str = "/.well-known/jwks.json";
     pub const TOKEN_HEADER: &str = "Authorization";
     pub const LOGIN_RATE_LIMIT: &str = "60/min";
     pub const ALGORITHM: &str = "HS256";
@@ -136,6 +139,8 @@ pub struct AuthConfig {
     pub login_path: String,
     pub session_path: String,
     pub logout_path: String,
+    /// Where the public keys are published as a JWK Set.
+    pub jwks_path: String,
     pub token_header: TokenHeader,
     /// `None` when set to "off".
     pub login_rate_limit: Option<RateLimit>,
@@ -166,13 +171,38 @@ pub struct RateLimit {
     pub per: Duration,
 }
 
+/// A key's signing algorithm. Each key has exactly one, and a token is
+/// verified with its key's algorithm whatever its header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     HS256,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
+}
+
+impl Algorithm {
+    /// The name written in the JWS header's `alg` (and in the config).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::HS256 => "HS256",
+            Algorithm::ES256 => "ES256",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    /// Accepts the JOSE names; `keygen` also takes them in lowercase.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        [Algorithm::HS256, Algorithm::ES256, Algorithm::EdDSA]
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name))
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct TokenConfig {
+    /// The algorithm of keys that do not name their own.
     pub algorithm: Algorithm,
     pub ttl: Duration,
     pub issuer: String,
@@ -184,8 +214,33 @@ pub struct TokenConfig {
 #[derive(Debug, Clone)]
 pub struct KeyConfig {
     pub id: String,
-    pub secret: Secret,
+    /// `algorithm` of the key, else of `[token]`; fixed for its tokens.
+    pub algorithm: Algorithm,
+    pub material: KeyMaterial,
+    /// Verifies tokens, never signs: an old key kept during a rotation.
     pub verify_only: bool,
+}
+
+/// What a key is made of; `Debug` never shows it.
+#[derive(Debug, Clone)]
+pub enum KeyMaterial {
+    /// HS256: the shared secret.
+    Secret(Secret),
+    /// ES256 / EdDSA: a private key, which can sign and verify.
+    Private(std::sync::Arc<PrivateKey>),
+    /// ES256 / EdDSA, `verify_only` only: the public key.
+    Public(PublicKey),
+}
+
+impl KeyMaterial {
+    /// The public key, for asymmetric keys.
+    pub fn public_key(&self) -> Option<&PublicKey> {
+        match self {
+            KeyMaterial::Secret(_) => None,
+            KeyMaterial::Private(key) => Some(key.public()),
+            KeyMaterial::Public(key) => Some(key),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -445,11 +500,16 @@ impl Builder<'_> {
                 ));
             }
         }
-        let endpoints = [&auth.login_path, &auth.session_path, &auth.logout_path];
+        let endpoints = [
+            &auth.login_path,
+            &auth.session_path,
+            &auth.logout_path,
+            &auth.jwks_path,
+        ];
         if endpoints.iter().collect::<HashSet<_>>().len() != endpoints.len() {
             return Err(self.err(
                 "auth",
-                "login_path, session_path and logout_path must differ",
+                "login_path, session_path, logout_path and jwks_path must differ",
             ));
         }
 
@@ -629,27 +689,28 @@ impl Builder<'_> {
                 a.logout_path,
                 defaults::LOGOUT_PATH,
             )?,
+            jwks_path: self.endpoint_path("auth.jwks_path", a.jwks_path, defaults::JWKS_PATH)?,
             token_header,
             login_rate_limit,
         })
     }
 
+    fn algorithm(&self, key: &str, name: &str) -> Result<Algorithm> {
+        Algorithm::from_name(name)
+            .filter(|a| a.name() == name)
+            .ok_or_else(|| {
+                self.err(
+                    key,
+                    format!("`{name}` is not supported; use \"HS256\", \"ES256\" or \"EdDSA\""),
+                )
+            })
+    }
+
     fn token(&self, t: RawToken) -> Result<TokenConfig> {
-        let algorithm = match t.algorithm.as_ref().map_or(defaults::ALGORITHM, |s| &s.0) {
-            "HS256" => Algorithm::HS256,
-            "ES256" | "EdDSA" => {
-                return Err(self.err(
-                    "token.algorithm",
-                    "ES256 and EdDSA are not available in this version; use HS256",
-                ))
-            }
-            other => {
-                return Err(self.err(
-                    "token.algorithm",
-                    format!("`{other}` is not supported; use HS256"),
-                ))
-            }
-        };
+        let algorithm = self.algorithm(
+            "token.algorithm",
+            t.algorithm.as_ref().map_or(defaults::ALGORITHM, |s| &s.0),
+        )?;
         if t.keys.is_empty() {
             return Err(self.err(
                 "token.keys",
@@ -661,7 +722,7 @@ impl Builder<'_> {
             .keys
             .into_iter()
             .map(|k| {
-                let id = k.id.0;
+                let id = k.id.0.clone();
                 if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
                     return Err(self.err(
                         "token.keys.id",
@@ -671,21 +732,7 @@ impl Builder<'_> {
                 if !ids.insert(id.clone()) {
                     return Err(self.err("token.keys.id", format!("`{id}` appears twice")));
                 }
-                let secret = self.secret("token.keys.secret", k.secret, k.secret_file)?;
-                if secret.len() < MIN_HMAC_KEY_BYTES {
-                    return Err(self.err(
-                        "token.keys.secret",
-                        format!(
-                            "key {id}: HS256 keys need at least {MIN_HMAC_KEY_BYTES} bytes, this one has {}",
-                            secret.len()
-                        ),
-                    ));
-                }
-                Ok(KeyConfig {
-                    id,
-                    secret,
-                    verify_only: k.verify_only,
-                })
+                self.key(k, algorithm)
             })
             .collect::<Result<Vec<_>>>()?;
         if keys.iter().all(|k| k.verify_only) {

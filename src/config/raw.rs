@@ -73,6 +73,7 @@ pub struct RawAuth {
     pub login_path: Option<Str>,
     pub session_path: Option<Str>,
     pub logout_path: Option<Str>,
+    pub jwks_path: Option<Str>,
     pub token_header: Option<Str>,
     pub login_rate_limit: Option<Str>,
 }
@@ -92,8 +93,11 @@ pub struct RawToken {
 #[serde(deny_unknown_fields)]
 pub struct RawKey {
     pub id: Str,
+    pub algorithm: Option<Str>,
     pub secret: Option<SecretStr>,
     pub secret_file: Option<Str>,
+    pub private_key_file: Option<Str>,
+    pub public_key_file: Option<Str>,
     #[serde(default)]
     pub verify_only: bool,
 }

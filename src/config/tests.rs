@@ -94,10 +94,10 @@ fn full_fixture_values() {
         TokenHeader::Custom(HeaderName::from_static("x-token"))
     );
     assert_eq!(c.auth.login_rate_limit, None);
-    assert_eq!(
-        c.token.keys[0].secret.expose(),
-        "new-key-new-key-new-key-new-key-new-key"
-    );
+    let KeyMaterial::Secret(secret) = &c.token.keys[0].material else {
+        panic!("an HS256 key has a secret")
+    };
+    assert_eq!(secret.expose(), "new-key-new-key-new-key-new-key-new-key");
     assert!(c.token.keys[1].verify_only);
     let r = &c.routes[0];
     assert_eq!(r.path, "/api/v1");
@@ -176,4 +176,35 @@ fn helpers() {
     );
     assert_eq!(parse_rate("60/min").unwrap().per, Duration::from_secs(60));
     assert!(parse_rate("0/min").is_err());
+}
+
+#[test]
+fn asymmetric_keys_fixture() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid/asymmetric.toml");
+    let c = load(&path, &[]).unwrap();
+    let keys: Vec<(&str, Algorithm, bool)> = c
+        .token
+        .keys
+        .iter()
+        .map(|k| (k.id.as_str(), k.algorithm, k.verify_only))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("es-2026", Algorithm::ES256, false),
+            ("ed-old", Algorithm::EdDSA, true),
+            ("hs-old", Algorithm::HS256, true),
+        ]
+    );
+    assert!(matches!(c.token.keys[0].material, KeyMaterial::Private(_)));
+    assert!(matches!(c.token.keys[1].material, KeyMaterial::Public(_)));
+    assert_eq!(c.auth.jwks_path, "/keys.json");
+    // Debug shows no key material.
+    let pem = std::fs::read_to_string(path.parent().unwrap().join("../../keys/es256.pem")).unwrap();
+    let shown = format!("{c:?}");
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!shown.contains(line), "{shown}");
+    }
+    assert!(shown.contains("PrivateKey(ES256, ***)"), "{shown}");
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::KeyConfig;
+use crate::config::{KeyConfig, KeyMaterial};
 use crate::secret::Secret;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use hmac::{Hmac, Mac};
@@ -20,12 +20,14 @@ fn config() -> TokenConfig {
         keys: vec![
             KeyConfig {
                 id: "k2".into(),
-                secret: Secret::new(SECRET),
+                algorithm: Algorithm::HS256,
+                material: KeyMaterial::Secret(Secret::new(SECRET)),
                 verify_only: false,
             },
             KeyConfig {
                 id: "k1".into(),
-                secret: Secret::new(OLD_SECRET),
+                algorithm: Algorithm::HS256,
+                material: KeyMaterial::Secret(Secret::new(OLD_SECRET)),
                 verify_only: true,
             },
         ],

@@ -49,6 +49,7 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let open = gw.metrics().connection_opened();
         let conn_info = ConnInfo::new(peer, "http");
         let gw = gw.clone();
         let first_request = Arc::new(Notify::new());
@@ -84,7 +85,7 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
                     tracing::debug!(%peer, "no request within header_timeout; closing");
                 }
             }
-            drop(permit);
+            drop((permit, open));
         });
     }
 

@@ -100,18 +100,14 @@ impl Exchange {
     pub fn begin<B>(ids: &RequestIds, rt: &Runtime, req: &mut Request<B>, conn: &ConnInfo) -> Self {
         let start = Instant::now();
         let headers = req.headers_mut();
-        let kept = headers
-            .get(&X_REQUEST_ID)
-            .filter(|id| {
-                acceptable_id(id) && {
-                    let peer = crate::headers::canonical(conn.peer.ip());
-                    rt.config
-                        .server
-                        .trusted_proxies
-                        .iter()
-                        .any(|net| net.contains(&peer))
-                }
-            })
+        // The peer first: with no trusted proxy (the common case) the
+        // client's header is not even looked up, only replaced.
+        let trusted = &rt.config.server.trusted_proxies;
+        let kept = (!trusted.is_empty())
+            .then(|| crate::headers::canonical(conn.peer.ip()))
+            .filter(|peer| trusted.iter().any(|net| net.contains(peer)))
+            .and_then(|_| headers.get(&X_REQUEST_ID))
+            .filter(|id| acceptable_id(id))
             .cloned();
         let request_id = kept.unwrap_or_else(|| ids.next());
         headers.insert(X_REQUEST_ID, request_id.clone());

@@ -1,4 +1,4 @@
-//! The admin listener: liveness, readiness, and (later) metrics. Plain
+//! The admin listener: liveness, readiness and metrics. Plain
 //! HTTP/1.1 on its own address, meant for probes, never for clients.
 
 use std::convert::Infallible;
@@ -42,9 +42,17 @@ fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
             (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
         }
         (&Method::GET | &Method::HEAD, "/readyz") => (StatusCode::OK, r#"{"status":"ready"}"#),
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            let mut response = Response::new(Body::full(gw.metrics().encode()));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return response;
+        }
         _ => (
             StatusCode::NOT_FOUND,
-            r#"{"error":"not_found","message":"admin endpoints: /healthz, /readyz"}"#,
+            r#"{"error":"not_found","message":"admin endpoints: /healthz, /readyz, /metrics"}"#,
         ),
     };
     let mut response = Response::new(Body::full(body));

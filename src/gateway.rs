@@ -18,11 +18,13 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
+use crate::access::{Exchange, RequestIds};
 use crate::auth;
 use crate::body::Body;
 use crate::config::{strip_port, AuthMode, Config, IdentityConfig};
 use crate::error::Error;
 use crate::login;
+use crate::metrics::{Metrics, RouteHandles};
 use crate::path;
 use crate::proxy;
 use crate::ratelimit::RateLimiter;
@@ -43,11 +45,17 @@ pub struct Runtime {
     /// Carried over by a reload that keeps the same limit, so a SIGHUP
     /// does not hand every client a fresh budget.
     pub login_limiter: Option<Arc<RateLimiter>>,
+    /// Metric handles for this config's routes, resolved once.
+    pub metrics: RouteHandles,
 }
 
 impl Runtime {
     /// `previous` is the runtime being replaced, if any.
-    pub fn new(config: Config, previous: Option<&Runtime>) -> Result<Runtime, String> {
+    pub fn new(
+        config: Config,
+        previous: Option<&Runtime>,
+        metrics: &Metrics,
+    ) -> Result<Runtime, String> {
         let login_limiter = config.auth.login_rate_limit.map(|limit| {
             previous
                 .and_then(|p| p.login_limiter.clone())
@@ -62,6 +70,7 @@ impl Runtime {
             Some(WeChat::new(&config.wechat)?)
         };
         Ok(Runtime {
+            metrics: metrics.handles(&config),
             identity: Arc::new(config.identity.clone()),
             login_limiter,
             router,
@@ -110,19 +119,24 @@ struct Inner {
     /// insert, never across an await, and only on the login path.
     logins: Mutex<HashMap<(String, String), InFlight>>,
     draining: AtomicBool,
+    metrics: Arc<Metrics>,
+    request_ids: RequestIds,
 }
 
 impl Gateway {
     pub fn new(config: Config) -> Result<Gateway, String> {
         let store = Store::new(&config.store);
         let client = proxy::client(&config);
+        let metrics = Arc::new(Metrics::default());
         Ok(Gateway {
             inner: Arc::new(Inner {
-                runtime: ArcSwap::from_pointee(Runtime::new(config, None)?),
+                runtime: ArcSwap::from_pointee(Runtime::new(config, None, &metrics)?),
                 store,
                 client,
                 logins: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
+                metrics,
+                request_ids: RequestIds::default(),
             }),
         })
     }
@@ -134,9 +148,13 @@ impl Gateway {
 
     /// Puts `config` in force for every request that starts from now on.
     pub fn reload(&self, config: Config) -> Result<(), String> {
-        let next = Runtime::new(config, Some(&self.runtime()))?;
+        let next = Runtime::new(config, Some(&self.runtime()), &self.inner.metrics)?;
         self.inner.runtime.store(Arc::new(next));
         Ok(())
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     pub fn store(&self) -> &Store {
@@ -160,16 +178,28 @@ impl Gateway {
     }
 
     /// Serves one request; every failure becomes its JSON error answer.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let runtime = self.runtime();
+        let mut exchange = Exchange::begin(&self.inner.request_ids, &runtime, &mut req, &conn);
         let method = req.method().clone();
-        match self.serve(&runtime, req, &conn).await {
-            Ok(response) => response,
+        let (mut response, error) = match self.serve(&runtime, req, &conn, &mut exchange).await {
+            Ok(response) => (response, None),
             Err(error) => {
                 tracing::debug!(%method, peer = %conn.peer, error = error.code(), "request refused");
-                error.into_response()
+                self.metrics().auth_failure(&error);
+                let code = error.code();
+                (error.into_response(), Some(code))
             }
-        }
+        };
+        exchange.finish(
+            self.metrics(),
+            &runtime,
+            &method,
+            &conn,
+            &mut response,
+            error,
+        );
+        response
     }
 
     async fn serve(
@@ -177,6 +207,7 @@ impl Gateway {
         rt: &Arc<Runtime>,
         req: Request<Incoming>,
         conn: &ConnInfo,
+        exchange: &mut Exchange,
     ) -> Result<Response<Body>, Error> {
         if req.method() == Method::CONNECT {
             return Err(Error::Connect);
@@ -192,6 +223,7 @@ impl Gateway {
             path::normalize(parts.uri.path()).map_err(|e| Error::InvalidRequest(e.reason()))?;
         let host = request_host(&parts);
         let target = rt.router.find(host, &path).ok_or(Error::NotFound)?;
+        exchange.target = Some(target);
         let index = match target {
             Target::Login => return login::login(self, rt, parts, body, conn).await,
             Target::Session => return login::session(self, rt, &parts).await,
@@ -219,6 +251,8 @@ impl Gateway {
             }
         };
         let upstream_target = upstream_path_and_query(route, &path, parts.uri.query());
+        exchange.identity.clone_from(&identity);
+        exchange.upstream_from = Some(std::time::Instant::now());
         proxy::forward(
             self,
             rt,

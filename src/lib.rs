@@ -17,12 +17,15 @@
 //! - any failure becomes [`error::Error`], whose one table gives the status
 //!   and the JSON body.
 //!
+//! [`access`] follows each request (request id, timings, access-log line)
+//! into [`metrics`], which [`admin`] serves with health and readiness.
 //! [`config`] turns `gateway.toml` into a validated [`config::Config`];
-//! [`admin`] serves health and readiness; [`dev`] is the built-in echo
+//! [`reload`] puts a changed file in force; [`dev`] is the built-in echo
 //! upstream for trying wxgate locally.
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod body;
@@ -36,9 +39,11 @@ pub mod gateway;
 pub mod headers;
 pub mod jwks;
 pub mod login;
+pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod router;
 pub mod secret;
 pub mod server;
@@ -100,17 +105,7 @@ pub async fn run(gw: Gateway, listeners: Listeners, shutdown: impl Future<Output
     }
 }
 
-/// Reloads the config file into `gw`. A file that fails validation changes
-/// nothing; listener addresses that changed need a restart.
+/// Reloads the config file into `gw`: see [`reload`](mod@reload).
 pub fn reload(gw: &Gateway) -> Result<(), String> {
-    let current = gw.runtime();
-    let path = current.config.source.clone();
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
-    let old = &current.config;
-    if config.server.listen != old.server.listen
-        || config.admin.as_ref().map(|a| a.listen) != old.admin.as_ref().map(|a| a.listen)
-    {
-        tracing::warn!("listen addresses changed: they take effect at the next restart");
-    }
-    gw.reload(config)
+    reload::reload(gw)
 }

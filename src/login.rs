@@ -228,6 +228,13 @@ async fn run_exchange(
         None => wechat::simulate(code),
     };
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    if rt.wechat.is_some() {
+        let errcode = match &result {
+            Err(WeChatError::Errcode(code)) => Some(*code),
+            _ => None,
+        };
+        gw.metrics().wechat_call(started.elapsed(), errcode);
+    }
     let outcome = match result {
         Ok(session) => {
             let minted = rt.keys.mint(

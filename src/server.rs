@@ -55,6 +55,7 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let open = gw.metrics().connection_opened();
         let conn_info = ConnInfo::new(peer, "http");
         let gw = gw.clone();
         let activity = Arc::new(Activity::default());
@@ -74,7 +75,7 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
         connections.spawn(async move {
             let cut = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
             conn::drive(connection, cut, &activity, limits, draining, peer).await;
-            drop(permit);
+            drop((permit, open));
         });
     }
 

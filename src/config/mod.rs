@@ -302,6 +302,8 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
+    /// One line per request on target `wxgate::access`.
+    pub access: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -959,7 +961,11 @@ impl Builder<'_> {
         {
             return Err(self.err("log.level", format!("`{level}` is not a log filter")));
         }
-        Ok(LogConfig { level, format })
+        Ok(LogConfig {
+            level,
+            format,
+            access: l.access.unwrap_or(true),
+        })
     }
 
     fn dev(

@@ -138,6 +138,7 @@ pub struct RawRoute {
 pub struct RawLog {
     pub level: Option<Str>,
     pub format: Option<Str>,
+    pub access: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

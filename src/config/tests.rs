@@ -113,6 +113,7 @@ fn full_fixture_values() {
     );
     assert_eq!(c.routes[1].auth, AuthMode::None);
     assert_eq!(c.log.format, LogFormat::Json);
+    assert!(!c.log.access);
 }
 
 #[test]

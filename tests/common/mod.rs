@@ -8,6 +8,8 @@
 pub mod attack;
 pub mod fake_wechat;
 pub mod login_flow;
+pub mod process;
+pub mod prom;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -1,0 +1,161 @@
+//! Live reload (SIGHUP): read the config file again and put it in force in
+//! one atomic swap of the [`Runtime`](crate::gateway::Runtime). Routes, apps,
+//! keys, identity header names, the login rate limit, trusted proxies and
+//! WeChat settings change for every request that starts afterwards; a
+//! request in flight finishes on the runtime it started with.
+//!
+//! Settings read only at start-up (listeners, the connection limits, the
+//! store's size, logging, `[dev]`) keep their running values: a change to
+//! them is named in a warning and waits for a restart, and the running
+//! config keeps saying what is really in force.
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+
+/// Loads the file the running config came from and puts it in force. A file
+/// that fails validation changes nothing. Counted in
+/// `wxgate_config_reloads_total`.
+pub fn reload(gw: &Gateway) -> Result<(), String> {
+    let result = apply(gw);
+    gw.metrics().reload(result.is_ok());
+    result
+}
+
+fn apply(gw: &Gateway) -> Result<(), String> {
+    let current = gw.runtime();
+    let mut config = Config::load(&current.config.source).map_err(|e| e.to_string())?;
+    let pending = keep_startup_settings(&mut config, &current.config);
+    if !pending.is_empty() {
+        tracing::warn!(
+            keys = %pending.join(", "),
+            "these settings are read at start-up only: their new values take effect at the next restart"
+        );
+    }
+    gw.reload(config)
+}
+
+/// Puts `old`'s start-up-only settings back into `new`; returns the keys
+/// whose value differed.
+pub fn keep_startup_settings(new: &mut Config, old: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    fn keep<T: PartialEq + Clone>(
+        changed: &mut Vec<&'static str>,
+        key: &'static str,
+        new: &mut T,
+        old: &T,
+    ) {
+        if new != old {
+            changed.push(key);
+            new.clone_from(old);
+        }
+    }
+    let (n, o) = (&mut new.server, &old.server);
+    keep(&mut changed, "server.listen", &mut n.listen, &o.listen);
+    let tls_paths = |c: &Config| {
+        c.server
+            .tls
+            .as_ref()
+            .map(|t| (t.cert.clone(), t.key.clone()))
+    };
+    if tls_paths(new) != tls_paths(old) {
+        changed.push("server.tls_cert/tls_key");
+        new.server.tls.clone_from(&old.server.tls);
+    }
+    let (n, o) = (&mut new.server, &old.server);
+    keep(
+        &mut changed,
+        "server.header_timeout",
+        &mut n.header_timeout,
+        &o.header_timeout,
+    );
+    keep(
+        &mut changed,
+        "server.max_header_bytes",
+        &mut n.max_header_bytes,
+        &o.max_header_bytes,
+    );
+    keep(
+        &mut changed,
+        "server.max_connections",
+        &mut n.max_connections,
+        &o.max_connections,
+    );
+    keep(
+        &mut changed,
+        "server.shutdown_grace",
+        &mut n.shutdown_grace,
+        &o.shutdown_grace,
+    );
+    let admin = |c: &Config| c.admin.as_ref().map(|a| a.listen);
+    if admin(new) != admin(old) {
+        changed.push("admin.listen");
+        new.admin.clone_from(&old.admin);
+    }
+    keep(
+        &mut changed,
+        "store.capacity",
+        &mut new.store.capacity,
+        &old.store.capacity,
+    );
+    let log = |c: &Config| (c.log.level.clone(), c.log.format, c.log.access);
+    if log(new) != log(old) {
+        changed.push("log");
+        new.log.clone_from(&old.log);
+    }
+    let dev = |c: &Config| (c.dev.simulate_wechat, c.dev.echo_upstream);
+    if dev(new) != dev(old) {
+        changed.push("dev");
+        new.dev.clone_from(&old.dev);
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(extra: &str) -> Config {
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:8080"
+{extra}
+[[apps]]
+appid = "wx0123456789abcdef"
+secret = "s"
+[token]
+[[token.keys]]
+id = "k1"
+secret = "0123456789abcdef0123456789abcdef"
+[[routes]]
+path = "/api"
+upstream = "http://127.0.0.1:9000"
+"#
+        );
+        Config::parse_with_env(&text, Path::new("t.toml"), Some(Default::default())).unwrap()
+    }
+
+    #[test]
+    fn startup_settings_keep_their_running_values() {
+        let old = parse("");
+        let mut new = parse("header_timeout = \"1s\"\nmax_connections = 5\n");
+        new.server.listen = "127.0.0.1:9090".parse().unwrap();
+        new.routes.clear();
+        let changed = keep_startup_settings(&mut new, &old);
+        assert_eq!(
+            changed,
+            [
+                "server.listen",
+                "server.header_timeout",
+                "server.max_connections"
+            ]
+        );
+        assert_eq!(new.server.listen, old.server.listen);
+        assert_eq!(new.server.header_timeout, old.server.header_timeout);
+        assert_eq!(new.server.max_connections, old.server.max_connections);
+        // What reloads is left alone.
+        assert!(new.routes.is_empty());
+        assert!(keep_startup_settings(&mut parse(""), &old).is_empty());
+    }
+}

@@ -7,6 +7,7 @@
 //! (`server.trusted_proxies`) and only when it looks like an id; anyone
 //! else's is replaced, so ids in the upstream's logs can be believed.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,23 +83,40 @@ pub fn acceptable_id(id: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(b))
 }
 
-/// What the gateway learns about one request while serving it.
+/// The status counted and logged for a request whose client went away
+/// before its response head was ready (nginx's "client closed request").
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// What the gateway learns about one request while serving it. Dropped
+/// unfinished (the client closed the connection and hyper dropped the
+/// handler), it still counts and logs the request, as [`CLIENT_CLOSED`].
 pub struct Exchange {
     start: Instant,
     request_id: HeaderValue,
+    /// The runtime the request started on: its route labels and log switch.
+    rt: Arc<Runtime>,
+    method: Method,
+    peer: IpAddr,
     /// What the router picked; `None` for a request that matched nothing.
     pub target: Option<Target>,
     /// When the request was handed to the upstream.
     pub upstream_from: Option<Instant>,
     /// The verified token, on a route that checked one.
     pub identity: Option<Arc<Verified>>,
+    finished: bool,
 }
 
 impl Exchange {
     /// Starts the clock and settles the request id (set on `req` for the
     /// upstream).
-    pub fn begin<B>(ids: &RequestIds, rt: &Runtime, req: &mut Request<B>, conn: &ConnInfo) -> Self {
+    pub fn begin<B>(
+        ids: &RequestIds,
+        rt: &Arc<Runtime>,
+        req: &mut Request<B>,
+        conn: &ConnInfo,
+    ) -> Self {
         let start = Instant::now();
+        let method = req.method().clone();
         let headers = req.headers_mut();
         // The peer first: with no trusted proxy (the common case) the
         // client's header is not even looked up, only replaced.
@@ -114,56 +132,77 @@ impl Exchange {
         Exchange {
             start,
             request_id,
+            rt: rt.clone(),
+            method,
+            peer: conn.peer.ip(),
             target: None,
             upstream_from: None,
             identity: None,
+            finished: false,
         }
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.method
     }
 
     /// Counts the request, writes its access-log line and gives the
     /// response its request id. `error` is the code wxgate answered with.
     pub fn finish(
-        self,
+        mut self,
         metrics: &Metrics,
-        rt: &Runtime,
-        method: &Method,
-        conn: &ConnInfo,
         response: &mut Response<Body>,
         error: Option<&'static str>,
     ) {
+        if self.target == Some(Target::Login) {
+            metrics.login(error.unwrap_or("ok"));
+        }
+        self.record(response.status().as_u16(), error, true);
+        let id = std::mem::replace(&mut self.request_id, HeaderValue::from_static(""));
+        response.headers_mut().insert(X_REQUEST_ID, id);
+    }
+
+    fn record(&mut self, status: u16, error: Option<&'static str>, answered: bool) {
+        self.finished = true;
         let end = Instant::now();
         let duration = end - self.start;
-        let upstream = self.upstream_from.map(|from| end - from);
-        let handles = &rt.metrics;
+        let upstream = self
+            .upstream_from
+            .filter(|_| answered)
+            .map(|from| end - from);
+        let handles = &self.rt.metrics;
         let route: &RouteMetrics = match self.target {
             None => &handles.none,
             Some(Target::Route(i)) => &handles.routes[i],
-            Some(Target::Login) => {
-                metrics.login(error.unwrap_or("ok"));
-                &handles.login
-            }
+            Some(Target::Login) => &handles.login,
             Some(Target::Session) => &handles.session,
             Some(Target::Logout) => &handles.logout,
             Some(Target::Jwks) => &handles.jwks,
         };
-        let status = response.status().as_u16();
         route.record(status, duration, upstream);
-        if rt.config.log.access {
+        if self.rt.config.log.access {
             tracing::info!(
                 target: "wxgate::access",
-                method = %method,
+                method = %self.method,
                 route = %route.label(),
                 status,
                 duration_ms = millis(duration),
                 upstream_ms = upstream.map(millis),
                 openid = self.identity.as_ref().map(|v| display(v.openid_str())),
                 error = error.map(display),
-                peer = %conn.peer.ip(),
+                peer = %self.peer,
                 request_id = %self.request_id.to_str().unwrap_or_default(),
                 "request"
             );
         }
-        response.headers_mut().insert(X_REQUEST_ID, self.request_id);
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.record(CLIENT_CLOSED, Some("client_closed_request"), false);
+        }
     }
 }
 

@@ -181,24 +181,17 @@ impl Gateway {
     pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let runtime = self.runtime();
         let mut exchange = Exchange::begin(&self.inner.request_ids, &runtime, &mut req, &conn);
-        let method = req.method().clone();
         let (mut response, error) = match self.serve(&runtime, req, &conn, &mut exchange).await {
             Ok(response) => (response, None),
             Err(error) => {
+                let method = exchange.method();
                 tracing::debug!(%method, peer = %conn.peer, error = error.code(), "request refused");
                 self.metrics().auth_failure(&error);
                 let code = error.code();
                 (error.into_response(), Some(code))
             }
         };
-        exchange.finish(
-            self.metrics(),
-            &runtime,
-            &method,
-            &conn,
-            &mut response,
-            error,
-        );
+        exchange.finish(self.metrics(), &mut response, error);
         response
     }
 

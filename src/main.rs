@@ -152,6 +152,10 @@ fn run(config: Config) -> ExitCode {
         if let Some(echo) = &listeners.echo {
             tracing::warn!(echo = %bound(echo), "[dev] echo upstream running");
         }
+        // Handlers first: a signal sent as soon as "wxgate started" is read
+        // must find them installed, not the default action (exit).
+        let shutdown = shutdown_signal();
+        let reloads = reload_on_sighup(gw.clone());
         tracing::info!(
             listen = %bound(&listeners.main),
             admin = %listeners.admin.as_ref().map(bound).unwrap_or_else(|| "off".into()),
@@ -159,31 +163,37 @@ fn run(config: Config) -> ExitCode {
             version = env!("CARGO_PKG_VERSION"),
             "wxgate started"
         );
-        tokio::spawn(reload_on_sighup(gw.clone()));
-        wxgate::run(gw, listeners, shutdown_signal()).await;
+        tokio::spawn(reloads);
+        wxgate::run(gw, listeners, shutdown).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
 }
 
-async fn shutdown_signal() {
+/// Installs the handlers at once; the future resolves on SIGTERM or SIGINT.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
 
-async fn reload_on_sighup(gw: Gateway) {
+/// Installs the SIGHUP handler at once; the future reloads on each one.
+fn reload_on_sighup(gw: Gateway) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    while hup.recv().await.is_some() {
-        match wxgate::reload(&gw) {
-            Ok(()) => tracing::info!("config reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "config reload failed; the running config stays in force")
+    async move {
+        while hup.recv().await.is_some() {
+            match wxgate::reload(&gw) {
+                Ok(()) => tracing::info!("config reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload failed; the running config stays in force")
+                }
             }
         }
     }

@@ -232,6 +232,35 @@ async fn open_connections_go_up_and_down() {
             tokio::time::Instant::now() < deadline,
             "still {now} open, {before} before"
         );
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn a_request_its_client_abandons_is_counted_as_499() {
+    let up = common::upstream::Upstream::start().await;
+    let gw = gateway_with(&up, "").await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let req = http_request("GET", "/public/hold", &[("connection", "keep-alive")]);
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &req)
+        .await
+        .unwrap();
+    up.next_request().await; // held in the upstream
+    assert_eq!(requests(&metrics(&gw).await, "/public", "499"), 0.0);
+    drop(stream);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = metrics(&gw).await;
+        if requests(&m, "/public", "499") == 1.0 {
+            assert_eq!(count(&m, "wxgate_request_duration_seconds", "/public"), 1.0);
+            assert_eq!(
+                count(&m, "wxgate_upstream_duration_seconds", "/public"),
+                0.0
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    up.release_hold();
 }

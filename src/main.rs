@@ -152,6 +152,10 @@ fn run(config: Config) -> ExitCode {
         if let Some(echo) = &listeners.echo {
             tracing::warn!(echo = %bound(echo), "[dev] echo upstream running");
         }
+        // Handlers before the "started" line: a signal sent as soon as it
+        // appears must not meet the default action (which kills).
+        let shutdown = shutdown_signal();
+        tokio::spawn(reload_on_sighup(gw.clone(), sighup()));
         tracing::info!(
             listen = %bound(&listeners.main),
             admin = %listeners.admin.as_ref().map(bound).unwrap_or_else(|| "off".into()),
@@ -159,26 +163,31 @@ fn run(config: Config) -> ExitCode {
             version = env!("CARGO_PKG_VERSION"),
             "wxgate started"
         );
-        tokio::spawn(reload_on_sighup(gw.clone()));
-        wxgate::run(gw, listeners, shutdown_signal()).await;
+        wxgate::run(gw, listeners, shutdown).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
 }
 
-async fn shutdown_signal() {
+/// Registers the SIGTERM and SIGINT handlers now; resolves on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
 
-async fn reload_on_sighup(gw: Gateway) {
+fn sighup() -> tokio::signal::unix::Signal {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    signal(SignalKind::hangup()).expect("SIGHUP handler")
+}
+
+async fn reload_on_sighup(gw: Gateway, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
         match wxgate::reload(&gw) {
             Ok(()) => tracing::info!("config reloaded"),

@@ -5,6 +5,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use common::process::*;
 use common::*;
 
@@ -189,6 +191,19 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     );
 }
 
+/// The base config for `up` in a temporary file, served by the binary:
+/// (dir, config text, its path, the process, its main address).
+fn serve_file(
+    up: &upstream::Upstream,
+) -> (tempfile::TempDir, String, std::path::PathBuf, Proc, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = run_config(&up.url());
+    let path = write_config(dir.path(), &text);
+    let mut proc = Proc::start(&path);
+    let (listen, _) = proc.addresses();
+    (dir, text, path, proc, listen)
+}
+
 #[test]
 fn sigint_exits_0() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,11 +217,7 @@ fn sigint_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
     let up = upstream::Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = run_config(&up.url());
-    let path = write_config(dir.path(), &text);
-    let mut proc = Proc::start(&path);
-    let (listen, _) = proc.addresses();
+    let (_dir, text, path, mut proc, listen) = serve_file(&up);
     let http = client();
     let get = |p: &str| http.get(format!("http://{listen}{p}")).send();
     assert_eq!(get("/api/x").await.unwrap().status(), 401);
@@ -227,6 +238,84 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
     let line = proc.wait_for("config reload failed");
     assert!(line.contains("server.listen"), "{line}");
     assert_eq!(get("/api/x").await.unwrap().status(), 200);
+    proc.signal("TERM");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || proc.wait_exit())
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_signing_keys_and_old_tokens_last_until_their_key_goes() {
+    let up = upstream::Upstream::start().await;
+    let (_dir, text, path, mut proc, listen) = serve_file(&up);
+    let http = client();
+    let api = |token: String| {
+        http.get(format!("http://{listen}/api/x"))
+            .bearer_auth(token)
+            .send()
+    };
+    let mint = || stdout_of_success(&["token", "--openid", "o-1", "--config"], &path);
+    let old = mint().trim().to_owned();
+    assert_eq!(api(old.clone()).await.unwrap().status(), 200);
+
+    let hs256 = format!("[[token.keys]]\nid = \"k1\"\nsecret = \"{JWT_SECRET}\"\n");
+    let es256 = format!(
+        "[[token.keys]]\nid = \"k2\"\nalgorithm = \"ES256\"\nprivate_key_file = \"{}/tests/fixtures/keys/es256.pem\"\n",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let rotate = |keys: &str| std::fs::write(&path, text.replacen(&hs256, keys, 1)).unwrap();
+
+    // k2 signs, k1 only verifies.
+    rotate(&format!("{es256}{hs256}verify_only = true\n"));
+    proc.signal("HUP");
+    proc.wait_for("config reloaded");
+    assert_eq!(api(old.clone()).await.unwrap().status(), 200);
+    let new = mint().trim().to_owned();
+    let header = new.split('.').next().unwrap();
+    assert!(
+        header.starts_with(&URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ES256","kid":"k2"}"#)),
+        "{header}"
+    );
+    assert_eq!(api(new.clone()).await.unwrap().status(), 200);
+    let jwks = http
+        .get(format!("http://{listen}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let jwks: serde_json::Value = serde_json::from_str(&jwks).unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], "k2");
+
+    // A key file of the wrong kind is refused; the running keys stay.
+    rotate(&es256.replace("es256.pem", "ed25519.pem"));
+    proc.signal("HUP");
+    let line = proc.wait_for("config reload failed");
+    assert!(
+        line.contains("key k2") && line.contains("Ed25519"),
+        "{line}"
+    );
+    let pem = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/keys/ed25519.pem",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert!(!line.contains(pem.lines().nth(1).unwrap()), "{line}");
+    assert_eq!(api(old.clone()).await.unwrap().status(), 200);
+
+    // k1 removed: its tokens are refused, k2's still pass.
+    rotate(&es256);
+    proc.signal("HUP");
+    proc.wait_for("config reloaded");
+    let refused = api(old).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let body: serde_json::Value = serde_json::from_str(&refused.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "invalid_token");
+    assert_eq!(api(new).await.unwrap().status(), 200);
     proc.signal("TERM");
     assert_eq!(
         tokio::task::spawn_blocking(move || proc.wait_exit())

@@ -219,7 +219,11 @@ async fn jwks_verifies_es256_and_eddsa_tokens_independently() {
     assert_eq!(rig.api(&ed).await.status, 200);
     assert_eq!(rig.api(&es).await.status, 200);
 
-    // Only GET and HEAD.
+    // Only GET and HEAD; HEAD has the headers and no body.
+    let head = raw_request(rig.gw.addr, "HEAD", "/.well-known/jwks.json", &[]).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("cache-control"), Some("public, max-age=300"));
+    assert_eq!(head.body, "");
     let post = client()
         .post(rig.gw.url("/.well-known/jwks.json"))
         .send()

@@ -10,6 +10,8 @@
 //! - [`login`] serves the login, session and logout endpoints, exchanging
 //!   codes through [`wechat`] and remembering sessions in [`session`];
 //! - [`auth`] takes the token from the request and [`token`] verifies it;
+//!   [`forward_auth`] answers the same check for an ingress that proxies
+//!   by itself (`auth.verify_path`);
 //! - [`proxy`] rewrites the request with [`headers`] (strip what the client
 //!   may not say, inject the verified identity) and streams it to the
 //!   upstream and the answer back, in a [`body::Body`];
@@ -28,6 +30,7 @@ pub mod body;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod forward_auth;
 pub mod gateway;
 pub mod headers;
 pub mod login;

@@ -234,8 +234,11 @@ fn route_table(config: &Config) -> String {
     );
     let _ = writeln!(
         out,
-        "endpoints POST {}, GET {}, POST {}",
-        config.auth.login_path, config.auth.session_path, config.auth.logout_path
+        "endpoints POST {}, GET {}, POST {}, forward-auth {}",
+        config.auth.login_path,
+        config.auth.session_path,
+        config.auth.logout_path,
+        config.auth.verify_path
     );
     let _ = writeln!(
         out,

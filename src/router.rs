@@ -1,7 +1,10 @@
 //! From a request's host and normalized path to what serves it: one of
 //! wxgate's own endpoints, or the route with the longest matching prefix.
 
+use http::Method;
+
 use crate::config::{AuthConfig, RouteConfig};
+use crate::error::Error;
 
 /// Who answers a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,6 +12,8 @@ pub enum Target {
     Login,
     Session,
     Logout,
+    /// The forward-auth check, `verify_path` or below it.
+    Verify,
     /// Index into [`Router::routes`].
     Route(usize),
 }
@@ -24,6 +29,7 @@ pub struct Router {
     login: String,
     session: String,
     logout: String,
+    verify: String,
 }
 
 impl Router {
@@ -45,6 +51,7 @@ impl Router {
             login: auth.login_path.clone(),
             session: auth.session_path.clone(),
             logout: auth.logout_path.clone(),
+            verify: auth.verify_path.clone(),
         }
     }
 
@@ -66,6 +73,9 @@ impl Router {
         }
         if path == self.logout {
             return Some(Target::Logout);
+        }
+        if prefix_matches(&self.verify, path) {
+            return Some(Target::Verify);
         }
         if let Some(host) = host {
             let hit = self.with_host.iter().copied().find(|&i| {
@@ -94,6 +104,16 @@ impl Router {
                 .as_deref()
                 .is_some_and(|h| h.eq_ignore_ascii_case(host))
         })
+    }
+}
+
+/// 405 with the route's `Allow` unless its `methods` include `method`.
+pub fn check_method(route: &RouteConfig, method: &Method) -> Result<(), Error> {
+    match (&route.methods, &route.allow) {
+        (Some(methods), Some(allow)) if !methods.contains(method) => {
+            Err(Error::MethodNotAllowed(allow.clone()))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -157,6 +177,7 @@ mod tests {
             login_path: "/auth/login".into(),
             session_path: "/auth/session".into(),
             logout_path: "/auth/logout".into(),
+            verify_path: "/auth/verify".into(),
             token_header: TokenHeader::Bearer,
             login_rate_limit: None,
         }
@@ -183,6 +204,9 @@ mod tests {
         assert_eq!(path_of("/api/public/x"), "/api/public");
         assert_eq!(path_of("/api/publicx"), "/api");
         assert_eq!(r.find(None, "/auth/login"), Some(Target::Login));
+        assert_eq!(r.find(None, "/auth/verify"), Some(Target::Verify));
+        assert_eq!(r.find(None, "/auth/verify/api/x"), Some(Target::Verify));
+        assert_eq!(path_of("/auth/verifyx"), "/");
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod defaults {
     pub const LOGIN_PATH: &str = "/auth/login";
     pub const SESSION_PATH: &str = "/auth/session";
     pub const LOGOUT_PATH: &str = "/auth/logout";
+    pub const VERIFY_PATH: &str = "/auth/verify";
     pub const TOKEN_HEADER: &str = "Authorization";
     pub const LOGIN_RATE_LIMIT: &str = "60/min";
     pub const ALGORITHM: &str = "HS256";
@@ -125,6 +126,8 @@ pub struct AuthConfig {
     pub login_path: String,
     pub session_path: String,
     pub logout_path: String,
+    /// The forward-auth check (see `forward_auth`); matches its sub-paths too.
+    pub verify_path: String,
     pub token_header: TokenHeader,
     /// `None` when set to "off".
     pub login_rate_limit: Option<RateLimit>,
@@ -436,6 +439,20 @@ impl Builder<'_> {
                 "login_path, session_path and logout_path must differ",
             ));
         }
+        // The verify endpoint owns every path below it (Envoy's path_prefix).
+        if auth.verify_path == "/"
+            || endpoints
+                .iter()
+                .any(|e| crate::router::prefix_matches(&auth.verify_path, e))
+        {
+            return Err(self.err(
+                "auth.verify_path",
+                format!(
+                    "`{}` must not be `/` nor contain the login, session or logout path",
+                    auth.verify_path
+                ),
+            ));
+        }
 
         Ok(Config {
             source: source.to_path_buf(),
@@ -602,6 +619,11 @@ impl Builder<'_> {
                 "auth.logout_path",
                 a.logout_path,
                 defaults::LOGOUT_PATH,
+            )?,
+            verify_path: self.endpoint_path(
+                "auth.verify_path",
+                a.verify_path,
+                defaults::VERIFY_PATH,
             )?,
             token_header,
             login_rate_limit,

@@ -71,6 +71,7 @@ pub struct RawAuth {
     pub login_path: Option<Str>,
     pub session_path: Option<Str>,
     pub logout_path: Option<Str>,
+    pub verify_path: Option<Str>,
     pub token_header: Option<Str>,
     pub login_rate_limit: Option<Str>,
 }

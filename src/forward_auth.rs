@@ -10,8 +10,8 @@
 //! - from a peer in `server.trusted_proxies`, the headers of one family:
 //!   `X-Forwarded-Method` + `X-Forwarded-Uri` (Traefik), or
 //!   `X-Original-Method` + `X-Original-URI` or `X-Original-URL` (nginx,
-//!   ingress-nginx). The host is `X-Forwarded-Host`, else the authority of
-//!   `X-Original-URL`, else `Host`. Both families at once, a repeated header,
+//!   ingress-nginx). The host is the authority of `X-Original-URL`, else
+//!   `X-Forwarded-Host`, else `Host`. Both families at once, a repeated header,
 //!   or a URI without its method is refused (400): a client could have added
 //!   whichever one the proxy does not overwrite.
 //! - without those headers, the verify request describes itself: its method,
@@ -148,8 +148,9 @@ fn original_request<'a>(
     ))?;
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| Error::InvalidRequest("the original request's method is not a method"))?;
-    let host = forwarded_host
-        .or(url_host)
+    // A URL is one value the proxy wrote whole: its host wins.
+    let host = url_host
+        .or(forwarded_host)
         .or_else(|| header_host(&parts.headers));
     Ok(Original {
         method,
@@ -290,6 +291,7 @@ mod tests {
         );
         let ingress_nginx = [
             ("host", "wxgate.internal"),
+            ("x-forwarded-host", "client-said.example"),
             ("x-original-method", "PUT"),
             ("x-original-url", "https://Shop.example:8443/api/z?q#f"),
         ];

@@ -178,6 +178,7 @@ impl Exchange {
             Some(Target::Session) => &handles.session,
             Some(Target::Logout) => &handles.logout,
             Some(Target::Jwks) => &handles.jwks,
+            Some(Target::Verify) => &handles.verify,
         };
         route.record(status, duration, upstream);
         if self.rt.config.log.access {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use crate::config::TokenHeader;
+use crate::config::{AuthMode, RouteConfig, TokenHeader};
 use crate::error::{Error, TokenError};
 use crate::gateway::Runtime;
 use crate::session::{SessionStore, Store};
@@ -47,6 +47,30 @@ pub fn extract_token<'a>(
         return Ok(None);
     }
     Ok(Some(token))
+}
+
+/// A route's auth mode applied to a request's headers: the identity to
+/// inject (`None`: anonymous), or the refusal. Proxied requests and the
+/// forward-auth check both go through here.
+pub async fn check_route(
+    runtime: &Runtime,
+    store: &Store,
+    route: &RouteConfig,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<Verified>>, Error> {
+    // An `auth = "none"` route ignores whatever token header it gets,
+    // malformed or repeated ones included.
+    let presented = match route.auth {
+        AuthMode::None => None,
+        _ => extract_token(headers, &runtime.config.auth.token_header)?,
+    };
+    match (route.auth, presented) {
+        (AuthMode::None, _) | (AuthMode::Optional, None) => Ok(None),
+        (AuthMode::Required, None) => Err(Error::MissingToken),
+        (_, Some(token)) => Ok(Some(
+            verify(runtime, store, token, route.apps.as_deref()).await?,
+        )),
+    }
 }
 
 /// Verifies `token` for a route restricted to `apps` (None: any configured

@@ -21,14 +21,15 @@ use hyper_util::client::legacy::Client;
 use crate::access::{Exchange, RequestIds};
 use crate::auth;
 use crate::body::Body;
-use crate::config::{strip_port, AuthMode, Config, IdentityConfig};
+use crate::config::{strip_port, Config, IdentityConfig};
 use crate::error::Error;
+use crate::forward_auth;
 use crate::login;
 use crate::metrics::{Metrics, RouteHandles};
 use crate::path;
 use crate::proxy;
 use crate::ratelimit::RateLimiter;
-use crate::router::{upstream_path_and_query, Router, Target};
+use crate::router::{check_method, upstream_path_and_query, Router, Target};
 use crate::session::{CodeOutcome, Store};
 use crate::token::Keys;
 use crate::wechat::WeChat;
@@ -222,27 +223,12 @@ impl Gateway {
             Target::Session => return login::session(self, rt, &parts).await,
             Target::Logout => return login::logout(self, rt, &parts).await,
             Target::Jwks => return crate::jwks::serve(rt, &parts.method),
+            Target::Verify => return forward_auth::verify(self, rt, &parts, &path, conn).await,
             Target::Route(index) => index,
         };
         let route = rt.router.route(index);
-        if let (Some(methods), Some(allow)) = (&route.methods, &route.allow) {
-            if !methods.contains(&parts.method) {
-                return Err(Error::MethodNotAllowed(allow.clone()));
-            }
-        }
-        // An `auth = "none"` route ignores whatever token header it gets,
-        // malformed or repeated ones included.
-        let presented = match route.auth {
-            AuthMode::None => None,
-            _ => auth::extract_token(&parts.headers, &rt.config.auth.token_header)?,
-        };
-        let identity = match (route.auth, presented) {
-            (AuthMode::None, _) | (AuthMode::Optional, None) => None,
-            (AuthMode::Required, None) => return Err(Error::MissingToken),
-            (_, Some(token)) => {
-                Some(auth::verify(rt, self.store(), token, route.apps.as_deref()).await?)
-            }
-        };
+        check_method(route, &parts.method)?;
+        let identity = auth::check_route(rt, self.store(), route, &parts.headers).await?;
         let upstream_target = upstream_path_and_query(route, &path, parts.uri.query());
         exchange.identity.clone_from(&identity);
         exchange.upstream_from = Some(std::time::Instant::now());
@@ -262,7 +248,7 @@ impl Gateway {
 
 /// The host a request is for, without port: the absolute-form authority or
 /// HTTP/2 `:authority` if present, else `Host`.
-fn request_host(parts: &http::request::Parts) -> Option<&str> {
+pub(crate) fn request_host(parts: &http::request::Parts) -> Option<&str> {
     parts
         .uri
         .host()

@@ -177,9 +177,8 @@ pub fn set_forwarded(
 /// The client's address: the peer, unless the peer is a trusted proxy; then
 /// the rightmost `X-Forwarded-For` entry that is not itself trusted.
 pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let mut client = canonical(peer.ip());
-    if !is_trusted(&client) {
+    if !is_trusted(client, trusted) {
         return client;
     }
     let values: Vec<&HeaderValue> = headers.get_all(&X_FORWARDED_FOR).iter().collect();
@@ -192,12 +191,18 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Ip
                 return client;
             };
             client = ip;
-            if !is_trusted(&ip) {
+            if !is_trusted(ip, trusted) {
                 return ip;
             }
         }
     }
     client
+}
+
+/// Is `ip` (IPv4-mapped counted as IPv4) in `server.trusted_proxies`?
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    trusted.iter().any(|net| net.contains(&ip))
 }
 
 fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {

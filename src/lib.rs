@@ -11,6 +11,8 @@
 //!   codes through [`wechat`] and remembering sessions in [`session`];
 //!   [`jwks`] publishes the public signing keys;
 //! - [`auth`] takes the token from the request and [`token`] verifies it;
+//!   [`forward_auth`] answers the same check for an ingress that proxies
+//!   by itself (`auth.verify_path`);
 //! - [`proxy`] rewrites the request with [`headers`] (strip what the client
 //!   may not say, inject the verified identity) and streams it to the
 //!   upstream and the answer back, in a [`body::Body`];
@@ -33,6 +35,7 @@ pub mod config;
 pub mod conn;
 pub mod dev;
 pub mod error;
+pub mod forward_auth;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

@@ -272,11 +272,12 @@ fn route_table(config: &Config) -> String {
     );
     let _ = writeln!(
         out,
-        "endpoints POST {}, GET {}, POST {}, GET {}",
+        "endpoints POST {}, GET {}, POST {}, GET {}, forward-auth {}",
         config.auth.login_path,
         config.auth.session_path,
         config.auth.logout_path,
-        config.auth.jwks_path
+        config.auth.jwks_path,
+        config.auth.verify_path
     );
     let signer = config.token.keys.iter().position(|k| !k.verify_only);
     for (i, key) in config.token.keys.iter().enumerate() {

@@ -167,6 +167,7 @@ pub struct RouteHandles {
     pub session: Arc<RouteMetrics>,
     pub logout: Arc<RouteMetrics>,
     pub jwks: Arc<RouteMetrics>,
+    pub verify: Arc<RouteMetrics>,
     pub none: Arc<RouteMetrics>,
 }
 
@@ -231,6 +232,7 @@ impl Metrics {
             session: get(&config.auth.session_path),
             logout: get(&config.auth.logout_path),
             jwks: get(&config.auth.jwks_path),
+            verify: get(&config.auth.verify_path),
             none: get(NO_ROUTE),
         }
     }

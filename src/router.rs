@@ -1,7 +1,10 @@
 //! From a request's host and normalized path to what serves it: one of
 //! wxgate's own endpoints, or the route with the longest matching prefix.
 
+use http::Method;
+
 use crate::config::{AuthConfig, RouteConfig};
+use crate::error::Error;
 
 /// Who answers a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +14,8 @@ pub enum Target {
     Logout,
     /// The JWK Set of the public signing keys.
     Jwks,
+    /// The forward-auth check, `verify_path` or below it.
+    Verify,
     /// Index into [`Router::routes`].
     Route(usize),
 }
@@ -27,6 +32,7 @@ pub struct Router {
     session: String,
     logout: String,
     jwks: String,
+    verify: String,
 }
 
 impl Router {
@@ -49,6 +55,7 @@ impl Router {
             session: auth.session_path.clone(),
             logout: auth.logout_path.clone(),
             jwks: auth.jwks_path.clone(),
+            verify: auth.verify_path.clone(),
         }
     }
 
@@ -73,6 +80,9 @@ impl Router {
         }
         if path == self.jwks {
             return Some(Target::Jwks);
+        }
+        if prefix_matches(&self.verify, path) {
+            return Some(Target::Verify);
         }
         if let Some(host) = host {
             let hit = self.with_host.iter().copied().find(|&i| {
@@ -101,6 +111,16 @@ impl Router {
                 .as_deref()
                 .is_some_and(|h| h.eq_ignore_ascii_case(host))
         })
+    }
+}
+
+/// 405 with the route's `Allow` unless its `methods` include `method`.
+pub fn check_method(route: &RouteConfig, method: &Method) -> Result<(), Error> {
+    match (&route.methods, &route.allow) {
+        (Some(methods), Some(allow)) if !methods.contains(method) => {
+            Err(Error::MethodNotAllowed(allow.clone()))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -165,6 +185,7 @@ mod tests {
             session_path: "/auth/session".into(),
             logout_path: "/auth/logout".into(),
             jwks_path: "/.well-known/jwks.json".into(),
+            verify_path: "/auth/verify".into(),
             token_header: TokenHeader::Bearer,
             login_rate_limit: None,
         }
@@ -192,6 +213,9 @@ mod tests {
         assert_eq!(path_of("/api/publicx"), "/api");
         assert_eq!(r.find(None, "/auth/login"), Some(Target::Login));
         assert_eq!(r.find(None, "/.well-known/jwks.json"), Some(Target::Jwks));
+        assert_eq!(r.find(None, "/auth/verify"), Some(Target::Verify));
+        assert_eq!(r.find(None, "/auth/verify/api/x"), Some(Target::Verify));
+        assert_eq!(path_of("/auth/verifyx"), "/");
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod defaults {
     pub const SESSION_PATH: &str = "/auth/session";
     pub const LOGOUT_PATH: &str = "/auth/logout";
     pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+    pub const VERIFY_PATH: &str = "/auth/verify";
     pub const TOKEN_HEADER: &str = "Authorization";
     pub const LOGIN_RATE_LIMIT: &str = "60/min";
     pub const ALGORITHM: &str = "HS256";
@@ -141,6 +142,8 @@ pub struct AuthConfig {
     pub logout_path: String,
     /// Where the public keys are published as a JWK Set.
     pub jwks_path: String,
+    /// The forward-auth check (see `forward_auth`); matches its sub-paths too.
+    pub verify_path: String,
     pub token_header: TokenHeader,
     /// `None` when set to "off".
     pub login_rate_limit: Option<RateLimit>,
@@ -514,6 +517,20 @@ impl Builder<'_> {
                 "login_path, session_path, logout_path and jwks_path must differ",
             ));
         }
+        // The verify endpoint owns every path below it (Envoy's path_prefix).
+        if auth.verify_path == "/"
+            || endpoints
+                .iter()
+                .any(|e| crate::router::prefix_matches(&auth.verify_path, e))
+        {
+            return Err(self.err(
+                "auth.verify_path",
+                format!(
+                    "`{}` must not be `/` nor contain the login, session, logout or JWKS path",
+                    auth.verify_path
+                ),
+            ));
+        }
 
         Ok(Config {
             source: source.to_path_buf(),
@@ -692,6 +709,11 @@ impl Builder<'_> {
                 defaults::LOGOUT_PATH,
             )?,
             jwks_path: self.endpoint_path("auth.jwks_path", a.jwks_path, defaults::JWKS_PATH)?,
+            verify_path: self.endpoint_path(
+                "auth.verify_path",
+                a.verify_path,
+                defaults::VERIFY_PATH,
+            )?,
             token_header,
             login_rate_limit,
         })

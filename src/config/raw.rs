@@ -74,6 +74,7 @@ pub struct RawAuth {
     pub session_path: Option<Str>,
     pub logout_path: Option<Str>,
     pub jwks_path: Option<Str>,
+    pub verify_path: Option<Str>,
     pub token_header: Option<Str>,
     pub login_rate_limit: Option<Str>,
 }

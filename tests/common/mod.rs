@@ -8,6 +8,8 @@
 pub mod attack;
 pub mod fake_wechat;
 pub mod login_flow;
+pub mod manifests;
+pub mod nginx;
 pub mod process;
 pub mod prom;
 pub mod upstream;

@@ -29,6 +29,7 @@ use crate::ratelimit::RateLimiter;
 use crate::router::{upstream_path_and_query, Router, Target};
 use crate::session::{CodeOutcome, Store};
 use crate::token::Keys;
+use crate::upstream_tls::HttpsClients;
 use crate::wechat::WeChat;
 
 /// Everything derived from one version of the config file.
@@ -43,6 +44,8 @@ pub struct Runtime {
     /// Carried over by a reload that keeps the same limit, so a SIGHUP
     /// does not hand every client a fresh budget.
     pub login_limiter: Option<Arc<RateLimiter>>,
+    /// Clients for `https://` upstreams, built from this config's trust roots.
+    pub https: HttpsClients,
 }
 
 impl Runtime {
@@ -62,6 +65,7 @@ impl Runtime {
             Some(WeChat::new(&config.wechat)?)
         };
         Ok(Runtime {
+            https: HttpsClients::new(&config)?,
             identity: Arc::new(config.identity.clone()),
             login_limiter,
             router,
@@ -249,7 +253,10 @@ fn serves_authority(rt: &Runtime, authority: &http::uri::Authority) -> bool {
         return true;
     }
     let listen = rt.config.server.listen;
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(match rt.config.server.tls {
+        Some(_) => 443,
+        None => 80,
+    });
     let host_ip = host
         .trim_start_matches('[')
         .trim_end_matches(']')

@@ -16,6 +16,10 @@
 //! - any failure becomes [`error::Error`], whose one table gives the status
 //!   and the JSON body.
 //!
+//! [`server`] hands each connection to [`connection`], which does the TLS
+//! handshake (certificates from [`tls`]) and picks HTTP/1.1 or HTTP/2;
+//! `https://` upstreams go through the clients in [`upstream_tls`].
+//!
 //! [`config`] turns `gateway.toml` into a validated [`config::Config`];
 //! [`admin`] serves health and readiness; [`dev`] is the built-in echo
 //! upstream for trying wxgate locally.
@@ -26,6 +30,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod connection;
 pub mod dev;
 pub mod error;
 pub mod gateway;
@@ -38,7 +43,9 @@ pub mod router;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod token;
+pub mod upstream_tls;
 pub mod wechat;
 
 use std::future::Future;
@@ -106,6 +113,9 @@ pub fn reload(gw: &Gateway) -> Result<(), String> {
         || config.admin.as_ref().map(|a| a.listen) != old.admin.as_ref().map(|a| a.listen)
     {
         tracing::warn!("listen addresses changed: they take effect at the next restart");
+    }
+    if config.server.tls.is_some() != old.server.tls.is_some() {
+        tracing::warn!("TLS on the main listener switched on or off: that takes effect at the next restart; a changed certificate takes effect now");
     }
     gw.reload(config)
 }

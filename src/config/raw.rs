@@ -125,6 +125,7 @@ pub struct RawRoute {
     #[serde(default)]
     pub forward_token: bool,
     pub apps: Option<Vec<Str>>,
+    pub ca_file: Option<Str>,
 }
 
 #[derive(Deserialize, Default)]

@@ -7,6 +7,7 @@
 
 pub mod fake_wechat;
 pub mod login_flow;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;

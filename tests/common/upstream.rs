@@ -36,7 +36,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -110,6 +110,8 @@ impl State {
 /// all its connections.
 pub struct Upstream {
     addr: SocketAddr,
+    /// Serving HTTPS (ALPN `http/1.1`).
+    tls: bool,
     state: Arc<State>,
     task: AbortHandle,
 }
@@ -128,8 +130,45 @@ impl Upstream {
             .expect("bind upstream listener");
         let addr = listener.local_addr().expect("upstream local addr");
         let state = Arc::new(State::default());
-        let task = tokio::spawn(accept_loop(listener, state.clone())).abort_handle();
-        Upstream { addr, state, task }
+        let task = tokio::spawn(accept_loop(listener, state.clone(), None)).abort_handle();
+        Upstream {
+            addr,
+            tls: false,
+            state,
+            task,
+        }
+    }
+
+    /// Like [`Upstream::start`], serving HTTPS with `cert_pem`/`key_pem`.
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Upstream {
+        use rustls::pki_types::pem::PemObject;
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream listener");
+        let addr = listener.local_addr().expect("upstream local addr");
+        let state = Arc::new(State::default());
+        let task =
+            tokio::spawn(accept_loop(listener, state.clone(), Some(acceptor))).abort_handle();
+        Upstream {
+            addr,
+            tls: true,
+            state,
+            task,
+        }
     }
 
     /// The bound socket address.
@@ -137,9 +176,10 @@ impl Upstream {
         self.addr
     }
 
-    /// Base URL, `http://127.0.0.1:PORT`.
+    /// Base URL, `http://127.0.0.1:PORT` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// All requests recorded so far (a request is recorded once its body is fully read).
@@ -181,7 +221,11 @@ impl Upstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     // Owned here so that aborting this task also aborts every connection.
     let mut conns = JoinSet::new();
     loop {
@@ -191,7 +235,18 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
         state.connections.fetch_add(1, Ordering::SeqCst);
         let _ = stream.set_nodelay(true);
         while conns.try_join_next().is_some() {}
-        conns.spawn(serve_connection(stream, state.clone()));
+        match &tls {
+            None => conns.spawn(serve_connection(stream, state.clone())),
+            Some(acceptor) => {
+                let (accept, state) = (acceptor.accept(stream), state.clone());
+                conns.spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    if let Ok(stream) = accept.await {
+                        serve_connection(stream, state).await;
+                    }
+                })
+            }
+        };
     }
 }
 
@@ -201,7 +256,10 @@ struct ConnCtl {
     upgrade: Mutex<Option<OnUpgrade>>,
 }
 
-async fn serve_connection(stream: TcpStream, state: Arc<State>) {
+async fn serve_connection<S>(stream: S, state: Arc<State>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let ctl = Arc::new(ConnCtl::default());
     let svc = {
         let ctl = ctl.clone();

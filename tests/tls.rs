@@ -332,3 +332,24 @@ async fn an_untrusted_upstream_certificate_is_502_and_nothing_is_sent() {
     assert_error(&res, 502, "upstream_unavailable");
     assert!(up.requests().is_empty(), "{:#?}", up.requests());
 }
+
+#[tokio::test]
+async fn an_https_upstream_that_offers_h2_is_spoken_to_in_h2() {
+    let ca = TestCa::new("upstream CA");
+    let leaf = ca.issue(8);
+    let up = Upstream::start_tls_alpn(&leaf.cert_pem, &leaf.key_pem, &[b"h2", b"http/1.1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let gw = gateway_to(&up, &ca_file).await;
+
+    for _ in 0..2 {
+        let res = raw_request(gw.addr, "GET", "/secure/x", &[("x-wx-openid", "spoof")]).await;
+        assert_eq!(res.status, 200, "{res:?}");
+        let got = up.next_request().await;
+        assert_eq!(got.version, http::Version::HTTP_2);
+        assert_eq!(got.header("x-wx-openid"), None);
+        assert_eq!(got.header("x-forwarded-proto"), Some("http"));
+    }
+    assert_eq!(up.connections(), 1, "one multiplexed connection, reused");
+}

@@ -46,6 +46,8 @@ static FILLER: [u8; CHUNK] = [b'x'; CHUNK];
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// HTTP version the request arrived in.
+    pub version: http::Version,
     /// Request method, e.g. `GET`.
     pub method: String,
     /// Request-target as received: path plus `?query` if any.
@@ -139,8 +141,14 @@ impl Upstream {
         }
     }
 
-    /// Like [`Upstream::start`], serving HTTPS with `cert_pem`/`key_pem`.
+    /// Like [`Upstream::start`], serving HTTPS (HTTP/1.1) with `cert_pem`/`key_pem`.
     pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Upstream {
+        Self::start_tls_alpn(cert_pem, key_pem, &[b"http/1.1"]).await
+    }
+
+    /// Serving HTTPS, offering `alpn` (`h2` is served as HTTP/2, without
+    /// the `reset` and `ws` behaviours).
+    pub async fn start_tls_alpn(cert_pem: &str, key_pem: &str, alpn: &[&[u8]]) -> Upstream {
         use rustls::pki_types::pem::PemObject;
         let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
@@ -154,7 +162,7 @@ impl Upstream {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -241,7 +249,10 @@ async fn accept_loop(
                 let (accept, state) = (acceptor.accept(stream), state.clone());
                 conns.spawn(async move {
                     // A client that refuses the certificate ends here.
-                    if let Ok(stream) = accept.await {
+                    let Ok(stream) = accept.await else { return };
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        serve_h2(stream, state).await;
+                    } else {
                         serve_connection(stream, state).await;
                     }
                 })
@@ -281,6 +292,17 @@ where
             let _ = wr.shutdown().await;
         }
     }
+}
+
+async fn serve_h2<S>(stream: S, state: Arc<State>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let ctl = Arc::new(ConnCtl::default());
+    let svc = hyper::service::service_fn(move |req| handle(req, state.clone(), ctl.clone()));
+    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }
 
 enum Route {
@@ -350,6 +372,7 @@ async fn handle(
     };
     let (parts, mut body) = req.into_parts();
     let mut rec = Received {
+        version: parts.version,
         method: parts.method.to_string(),
         target: parts.uri.to_string(),
         headers: pairs(&parts.headers),

@@ -188,3 +188,103 @@ pub fn client_config(roots: Arc<RootCertStore>) -> Result<ClientConfig, String> 
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    /// A fresh self-signed P-256 certificate and its PKCS#8 key, as PEM.
+    fn pair() -> (String, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        (params.self_signed(&key).unwrap().pem(), key)
+    }
+
+    /// The SEC1 `ECPrivateKey` inside a PKCS#8 `PrivateKeyInfo`: the content
+    /// of its third element, an OCTET STRING.
+    fn sec1_of(pkcs8: &[u8]) -> Vec<u8> {
+        fn tlv(b: &[u8]) -> (u8, &[u8], &[u8]) {
+            let (len, head) = match b[1] {
+                n if n < 0x80 => (n as usize, 2),
+                n => {
+                    let k = (n & 0x7f) as usize;
+                    let len = b[2..2 + k].iter().fold(0, |a, &x| (a << 8) | x as usize);
+                    (len, 2 + k)
+                }
+            };
+            (b[0], &b[head..head + len], &b[head + len..])
+        }
+        let (_, seq, _) = tlv(pkcs8);
+        let (_, _, rest) = tlv(seq); // version
+        let (_, _, rest) = tlv(rest); // algorithm
+        let (tag, key, _) = tlv(rest);
+        assert_eq!(tag, 0x04, "an OCTET STRING");
+        key.to_vec()
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN {label}-----\n{b64}\n-----END {label}-----\n")
+    }
+
+    fn load(cert: &str, key: &str) -> Result<ServerTls, (TlsFile, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        ServerTls::load(c, k)
+    }
+
+    #[test]
+    fn pkcs8_and_sec1_keys_load_and_alpn_offers_h2_first() {
+        let (cert, key) = pair();
+        let tls = load(&cert, &key.serialize_pem()).unwrap();
+        assert_eq!(
+            tls.config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        let sec1 = pem("EC PRIVATE KEY", &sec1_of(&key.serialize_der()));
+        load(&cert, &sec1).unwrap();
+        assert!(!format!("{tls:?}").contains("PRIVATE"), "{tls:?}");
+    }
+
+    #[test]
+    fn key_errors_name_the_key_file_and_never_its_contents() {
+        let (cert, key) = pair();
+        let (_, other) = pair();
+        let (file, msg) = load(&cert, &other.serialize_pem()).unwrap_err();
+        assert_eq!(file, TlsFile::Key);
+        assert!(msg.contains("does not belong"), "{msg}");
+
+        let (file, msg) = load(&cert, &cert).unwrap_err();
+        assert_eq!(file, TlsFile::Key);
+        assert!(msg.contains("holds no PEM private key"), "{msg}");
+
+        let body = key.serialize_der();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&body[..body.len() / 2]);
+        let garbage = pem("PRIVATE KEY", &[]).replace("\n\n", &format!("\n{b64}!\n"));
+        let (file, msg) = load(&cert, &garbage).unwrap_err();
+        assert_eq!(file, TlsFile::Key);
+        assert!(msg.contains("not a valid PEM private key"), "{msg}");
+        assert!(!msg.contains(&b64[..8]) && !msg.contains('!'), "{msg}");
+
+        let (file, msg) = load(&key.serialize_pem(), &key.serialize_pem()).unwrap_err();
+        assert_eq!(file, TlsFile::Cert);
+        assert!(msg.contains("holds no PEM certificate"), "{msg}");
+    }
+
+    #[test]
+    fn a_ca_file_needs_at_least_one_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "").unwrap();
+        assert!(CaFile::load(path.clone())
+            .unwrap_err()
+            .contains("no PEM certificate"));
+        std::fs::write(&path, pair().0).unwrap();
+        let ca = CaFile::load(path).unwrap();
+        assert_eq!(ca.roots.len(), 1);
+        assert!(format!("{ca:?}").contains("certificates: 1"));
+    }
+}

@@ -32,6 +32,7 @@ use crate::ratelimit::RateLimiter;
 use crate::router::{check_method, upstream_path_and_query, Router, Target};
 use crate::session::{CodeOutcome, Store};
 use crate::token::Keys;
+use crate::upstream_tls::HttpsClients;
 use crate::wechat::WeChat;
 
 /// Everything derived from one version of the config file.
@@ -48,6 +49,8 @@ pub struct Runtime {
     pub login_limiter: Option<Arc<RateLimiter>>,
     /// Metric handles for this config's routes, resolved once.
     pub metrics: RouteHandles,
+    /// Clients for `https://` upstreams, built from this config's trust roots.
+    pub https: HttpsClients,
 }
 
 impl Runtime {
@@ -72,6 +75,7 @@ impl Runtime {
         };
         Ok(Runtime {
             metrics: metrics.handles(&config),
+            https: HttpsClients::new(&config)?,
             identity: Arc::new(config.identity.clone()),
             login_limiter,
             router,
@@ -263,7 +267,10 @@ fn serves_authority(rt: &Runtime, authority: &http::uri::Authority) -> bool {
         return true;
     }
     let listen = rt.config.server.listen;
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(match rt.config.server.tls {
+        Some(_) => 443,
+        None => 80,
+    });
     let host_ip = host
         .trim_start_matches('[')
         .trim_end_matches(']')

@@ -19,6 +19,11 @@
 //! - any failure becomes [`error::Error`], whose one table gives the status
 //!   and the JSON body.
 //!
+//! [`server`] hands each connection to [`connection`], which does the TLS
+//! handshake (certificates from [`tls`]), picks HTTP/1.1 or HTTP/2 and keeps
+//! every phase within [`bounds`]; `https://` upstreams go through the
+//! clients in [`upstream_tls`].
+//!
 //! [`access`] follows each request (request id, timings, access-log line)
 //! into [`metrics`], which [`admin`] serves with health and readiness.
 //! [`config`] turns `gateway.toml` into a validated [`config::Config`];
@@ -31,8 +36,9 @@ pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod bounds;
 pub mod config;
-pub mod conn;
+pub mod connection;
 pub mod dev;
 pub mod error;
 pub mod forward_auth;
@@ -51,7 +57,9 @@ pub mod router;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod token;
+pub mod upstream_tls;
 pub mod wechat;
 
 use std::future::Future;

@@ -257,8 +257,13 @@ fn route_table(config: &Config) -> String {
     let _ = writeln!(out, "config {} is valid", config.source.display());
     let _ = writeln!(
         out,
-        "listen {}{}",
+        "listen {}{}{}",
         config.server.listen,
+        if config.server.tls.is_some() {
+            " (https)"
+        } else {
+            ""
+        },
         config
             .admin
             .as_ref()

@@ -24,8 +24,15 @@ use crate::token::Verified;
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The pooled HTTP/1.1 client for every upstream.
+/// The pooled HTTP/1.1 client for every `http://` upstream.
 pub fn client(config: &Config) -> Client<HttpConnector, Body> {
+    let mut connector = connector(config);
+    connector.enforce_http(true);
+    pool().build(connector)
+}
+
+/// TCP connections to upstreams (under TLS too, for `https://` ones).
+pub(crate) fn connector(config: &Config) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(
@@ -34,12 +41,17 @@ pub fn client(config: &Config) -> Client<HttpConnector, Body> {
             .connect_timeout
             .min(config.server.request_timeout),
     ));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
+    connector
+}
+
+/// Pool settings shared by the plain and the TLS clients.
+pub(crate) fn pool() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
-        .set_host(false)
-        .build(connector)
+        .set_host(false);
+    builder
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -103,11 +115,16 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     let request = Request::from_parts(parts, Body::Request(body, rt.identity.clone()));
 
-    let sent = tokio::time::timeout(route.timeout, gw.client().request(request)).await;
+    let pending = match rt.https.get(&route.upstream) {
+        Some(https) => https.request(request),
+        None => gw.client().request(request),
+    };
+    let sent = tokio::time::timeout(route.timeout, pending).await;
     let mut response = match sent {
         Err(_) => return Err(Error::UpstreamTimeout),
         Ok(Err(e)) => {
-            tracing::warn!(upstream = %route.upstream, error = %e, connect = e.is_connect(), "upstream failed");
+            let cause = root_cause(&e);
+            tracing::warn!(upstream = %route.upstream, error = %e, %cause, connect = e.is_connect(), "upstream failed");
             return Err(Error::UpstreamUnavailable);
         }
         Ok(Ok(response)) => response,
@@ -162,4 +179,15 @@ fn websocket_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
         .to_str()
         .is_ok_and(|p| p.trim().eq_ignore_ascii_case("websocket"));
     (connection_upgrade && websocket).then(|| protocol.clone())
+}
+
+/// The innermost error (a certificate verdict, say), for the log line.
+fn root_cause<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause
 }

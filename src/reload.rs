@@ -4,10 +4,11 @@
 //! WeChat settings change for every request that starts afterwards; a
 //! request in flight finishes on the runtime it started with.
 //!
-//! Settings read only at start-up (listeners, the connection limits, the
-//! store's size, logging, `[dev]`) keep their running values: a change to
-//! them is named in a warning and waits for a restart, and the running
-//! config keeps saying what is really in force.
+//! Settings read only at start-up (listeners, TLS on or off, the connection
+//! limits and timeouts, the store's size, logging, `[dev]`) keep their
+//! running values: a change to them is named in a warning and waits for a
+//! restart, and the running config keeps saying what is really in force.
+//! A new certificate takes effect at once, for new connections.
 
 use crate::config::Config;
 use crate::gateway::Gateway;
@@ -51,14 +52,10 @@ pub fn keep_startup_settings(new: &mut Config, old: &Config) -> Vec<&'static str
     }
     let (n, o) = (&mut new.server, &old.server);
     keep(&mut changed, "server.listen", &mut n.listen, &o.listen);
-    let tls_paths = |c: &Config| {
-        c.server
-            .tls
-            .as_ref()
-            .map(|t| (t.cert.clone(), t.key.clone()))
-    };
-    if tls_paths(new) != tls_paths(old) {
-        changed.push("server.tls_cert/tls_key");
+    // Whether the listener speaks TLS is fixed at start; the certificate
+    // and key (paths or contents) follow reloads, for new connections.
+    if new.server.tls.is_some() != old.server.tls.is_some() {
+        changed.push("server.tls_cert/tls_key (TLS on or off)");
         new.server.tls.clone_from(&old.server.tls);
     }
     let (n, o) = (&mut new.server, &old.server);
@@ -79,6 +76,18 @@ pub fn keep_startup_settings(new: &mut Config, old: &Config) -> Vec<&'static str
         "server.max_connections",
         &mut n.max_connections,
         &o.max_connections,
+    );
+    keep(
+        &mut changed,
+        "server.idle_timeout",
+        &mut n.idle_timeout,
+        &o.idle_timeout,
+    );
+    keep(
+        &mut changed,
+        "server.connect_timeout",
+        &mut n.connect_timeout,
+        &o.connect_timeout,
     );
     keep(
         &mut changed,

@@ -167,6 +167,7 @@ mod tests {
                 base_path: uri.path().trim_end_matches('/').into(),
                 host_header: http::HeaderValue::from_str(uri.authority().unwrap().as_str())
                     .unwrap(),
+                ca_file: None,
             },
             auth: AuthMode::Required,
             methods: None,

@@ -18,6 +18,8 @@ use ipnet::IpNet;
 
 use crate::path;
 use crate::secret::Secret;
+use crate::tls::TlsFile;
+pub use crate::tls::{CaFile, ServerTls};
 use crate::token::keys::{self as key_files, PrivateKey, PublicKey};
 use interp::{parse_duration, SecretStr, Str};
 use raw::*;
@@ -91,8 +93,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// Certificate and key for HTTPS; `None` serves plain HTTP.
-    pub tls: Option<TlsFiles>,
+    /// Certificate and key for HTTPS (h2 and http/1.1 by ALPN), loaded;
+    /// `None` serves plain HTTP.
+    pub tls: Option<ServerTls>,
     /// Default upstream timeout for routes without their own.
     pub request_timeout: Duration,
     /// Time allowed to receive a complete request head.
@@ -109,12 +112,6 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Time allowed to open a connection to an upstream.
     pub connect_timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -293,6 +290,8 @@ pub struct Upstream {
     pub base_path: String,
     /// `Host` for forwarded requests, built once.
     pub host_header: HeaderValue,
+    /// `https` only: the route's `ca_file`; `None` trusts the system store.
+    pub ca_file: Option<CaFile>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -551,10 +550,14 @@ impl Builder<'_> {
     fn server(&self, s: RawServer) -> Result<ServerConfig> {
         let tls = match (s.tls_cert, s.tls_key) {
             (None, None) => None,
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert: self.base_dir.join(cert.0),
-                key: self.base_dir.join(key.0),
-            }),
+            (Some(cert), Some(key)) => Some(
+                ServerTls::load(self.base_dir.join(cert.0), self.base_dir.join(key.0)).map_err(
+                    |(file, m)| match file {
+                        TlsFile::Cert => self.err("server.tls_cert", m),
+                        TlsFile::Key => self.err("server.tls_key", m),
+                    },
+                )?,
+            ),
             _ => {
                 return Err(self.err(
                     "server.tls_cert",
@@ -562,12 +565,6 @@ impl Builder<'_> {
                 ))
             }
         };
-        if tls.is_some() {
-            return Err(self.err(
-                "server.tls_cert",
-                "HTTPS on the main listener is not available in this version; terminate TLS in front of wxgate",
-            ));
-        }
         let max_header_bytes = s.max_header_bytes.unwrap_or(defaults::MAX_HEADER_BYTES);
         if !(8192..=1024 * 1024).contains(&max_header_bytes) {
             return Err(self.err(
@@ -879,7 +876,15 @@ impl Builder<'_> {
             }
         };
         let key = |k: &str| format!("routes[{path}].{k}");
-        let upstream = parse_upstream(&r.upstream.0).map_err(|m| self.err(key("upstream"), m))?;
+        let mut upstream =
+            parse_upstream(&r.upstream.0).map_err(|m| self.err(key("upstream"), m))?;
+        if let Some(file) = r.ca_file {
+            if upstream.scheme != http::uri::Scheme::HTTPS {
+                return Err(self.err(key("ca_file"), "only an https upstream uses a CA file"));
+            }
+            let ca = CaFile::load(self.base_dir.join(file.0));
+            upstream.ca_file = Some(ca.map_err(|m| self.err(key("ca_file"), m))?);
+        }
         let auth = match r.auth.as_ref().map(|s| s.0.as_str()) {
             None | Some("required") => AuthMode::Required,
             Some("optional") => AuthMode::Optional,
@@ -1057,13 +1062,8 @@ fn parse_upstream(s: &str) -> std::result::Result<Upstream, String> {
         .scheme()
         .cloned()
         .ok_or_else(|| format!("`{s}` has no scheme"))?;
-    if scheme == http::uri::Scheme::HTTPS {
-        return Err(format!(
-            "`{s}`: https upstreams are not available in this version"
-        ));
-    }
-    if scheme != http::uri::Scheme::HTTP {
-        return Err(format!("`{s}`: the scheme must be http"));
+    if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+        return Err(format!("`{s}`: the scheme must be http or https"));
     }
     let authority = uri
         .authority()
@@ -1086,6 +1086,7 @@ fn parse_upstream(s: &str) -> std::result::Result<Upstream, String> {
         authority,
         base_path,
         host_header,
+        ca_file: None,
     })
 }
 

@@ -132,6 +132,7 @@ pub struct RawRoute {
     #[serde(default)]
     pub forward_token: bool,
     pub apps: Option<Vec<Str>>,
+    pub ca_file: Option<Str>,
 }
 
 #[derive(Deserialize, Default)]

@@ -36,7 +36,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -46,6 +46,8 @@ static FILLER: [u8; CHUNK] = [b'x'; CHUNK];
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// HTTP version the request arrived in.
+    pub version: http::Version,
     /// Request method, e.g. `GET`.
     pub method: String,
     /// Request-target as received: path plus `?query` if any.
@@ -110,6 +112,8 @@ impl State {
 /// all its connections.
 pub struct Upstream {
     addr: SocketAddr,
+    /// Serving HTTPS (ALPN `http/1.1`).
+    tls: bool,
     state: Arc<State>,
     task: AbortHandle,
 }
@@ -128,8 +132,51 @@ impl Upstream {
             .expect("bind upstream listener");
         let addr = listener.local_addr().expect("upstream local addr");
         let state = Arc::new(State::default());
-        let task = tokio::spawn(accept_loop(listener, state.clone())).abort_handle();
-        Upstream { addr, state, task }
+        let task = tokio::spawn(accept_loop(listener, state.clone(), None)).abort_handle();
+        Upstream {
+            addr,
+            tls: false,
+            state,
+            task,
+        }
+    }
+
+    /// Like [`Upstream::start`], serving HTTPS (HTTP/1.1) with `cert_pem`/`key_pem`.
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Upstream {
+        Self::start_tls_alpn(cert_pem, key_pem, &[b"http/1.1"]).await
+    }
+
+    /// Serving HTTPS, offering `alpn` (`h2` is served as HTTP/2, without
+    /// the `reset` and `ws` behaviours).
+    pub async fn start_tls_alpn(cert_pem: &str, key_pem: &str, alpn: &[&[u8]]) -> Upstream {
+        use rustls::pki_types::pem::PemObject;
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream listener");
+        let addr = listener.local_addr().expect("upstream local addr");
+        let state = Arc::new(State::default());
+        let task =
+            tokio::spawn(accept_loop(listener, state.clone(), Some(acceptor))).abort_handle();
+        Upstream {
+            addr,
+            tls: true,
+            state,
+            task,
+        }
     }
 
     /// The bound socket address.
@@ -137,9 +184,10 @@ impl Upstream {
         self.addr
     }
 
-    /// Base URL, `http://127.0.0.1:PORT`.
+    /// Base URL, `http://127.0.0.1:PORT` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// All requests recorded so far (a request is recorded once its body is fully read).
@@ -181,7 +229,11 @@ impl Upstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     // Owned here so that aborting this task also aborts every connection.
     let mut conns = JoinSet::new();
     loop {
@@ -191,7 +243,21 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
         state.connections.fetch_add(1, Ordering::SeqCst);
         let _ = stream.set_nodelay(true);
         while conns.try_join_next().is_some() {}
-        conns.spawn(serve_connection(stream, state.clone()));
+        match &tls {
+            None => conns.spawn(serve_connection(stream, state.clone())),
+            Some(acceptor) => {
+                let (accept, state) = (acceptor.accept(stream), state.clone());
+                conns.spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(stream) = accept.await else { return };
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        serve_h2(stream, state).await;
+                    } else {
+                        serve_connection(stream, state).await;
+                    }
+                })
+            }
+        };
     }
 }
 
@@ -201,7 +267,10 @@ struct ConnCtl {
     upgrade: Mutex<Option<OnUpgrade>>,
 }
 
-async fn serve_connection(stream: TcpStream, state: Arc<State>) {
+async fn serve_connection<S>(stream: S, state: Arc<State>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let ctl = Arc::new(ConnCtl::default());
     let svc = {
         let ctl = ctl.clone();
@@ -223,6 +292,17 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) {
             let _ = wr.shutdown().await;
         }
     }
+}
+
+async fn serve_h2<S>(stream: S, state: Arc<State>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let ctl = Arc::new(ConnCtl::default());
+    let svc = hyper::service::service_fn(move |req| handle(req, state.clone(), ctl.clone()));
+    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }
 
 enum Route {
@@ -292,6 +372,7 @@ async fn handle(
     };
     let (parts, mut body) = req.into_parts();
     let mut rec = Received {
+        version: parts.version,
         method: parts.method.to_string(),
         target: parts.uri.to_string(),
         headers: pairs(&parts.headers),

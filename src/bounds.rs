@@ -41,20 +41,16 @@ impl Activity {
     }
 }
 
-/// The per-connection bounds, from `[server]`.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-}
-
-/// Drives `connection` to its end. `cut` starts its graceful close;
-/// `draining` turns true when the server shuts down.
+/// Drives `connection` to its end. `first_deadline` bounds the wait for the
+/// first request (accept time + `header_timeout`, so a TLS handshake counts);
+/// `cut` starts its graceful close; `draining` turns true when the server
+/// shuts down.
 pub async fn drive<C, E>(
     connection: C,
-    cut: fn(Pin<&mut C>),
+    mut cut: impl FnMut(Pin<&mut C>),
     activity: &Activity,
-    limits: Limits,
+    first_deadline: Instant,
+    idle_timeout: Duration,
     mut draining: watch::Receiver<bool>,
     peer: SocketAddr,
 ) where
@@ -64,7 +60,7 @@ pub async fn drive<C, E>(
     let mut connection = pin!(connection);
     let mut cut_started = false;
     let mut seen = 0;
-    let mut deadline = Instant::now() + limits.header_timeout;
+    let mut deadline = first_deadline;
     loop {
         // Registered before the counter is read, so a start in between
         // still wakes the loop.
@@ -73,7 +69,7 @@ pub async fn drive<C, E>(
         let started = activity.started.load(Ordering::Relaxed);
         if started != seen {
             seen = started;
-            deadline = Instant::now() + limits.idle_timeout;
+            deadline = Instant::now() + idle_timeout;
         }
         tokio::select! {
             result = connection.as_mut() => {

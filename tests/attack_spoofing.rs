@@ -186,3 +186,28 @@ async fn hostile_openids_from_wechat_never_become_a_header() {
     assert_eq!(got.header_all("x-wx-appid"), [APPID]);
     assert_eq!(s.up.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn two_host_headers_are_400_and_never_routed() {
+    // Host routes pick by Host: with two, the gateway and whatever sits
+    // beside it could each pick another (RFC 9112 §3.2 asks for a 400).
+    let up = Upstream::start().await;
+    let extra = format!(
+        "[[routes]]\npath = \"/\"\nhost = \"open.example\"\nupstream = \"{}\"\nauth = \"none\"\n",
+        up.url()
+    );
+    let gw = gateway_with(&up, &extra).await;
+    for hosts in [
+        "Host: open.example\r\nHost: gw.test\r\n",
+        "Host: gw.test\r\nHost: open.example\r\n",
+        "Host: open.example\r\nhost: open.example\r\n",
+    ] {
+        let head = format!("GET /api/x HTTP/1.1\r\n{hosts}Connection: close\r\n\r\n");
+        let res = RawResponse::parse(&raw(gw.addr, head.as_bytes()).await);
+        assert_error(&res, 400, "invalid_request");
+    }
+    // One Host picks the host route as usual.
+    let res = raw_request(gw.addr, "GET", "/api/x", &[("Host", "open.example")]).await;
+    assert_eq!(res.status, 200, "{res:?}");
+    assert_eq!(up.requests().len(), 1);
+}

@@ -211,3 +211,48 @@ async fn two_host_headers_are_400_and_never_routed() {
     assert_eq!(res.status, 200, "{res:?}");
     assert_eq!(up.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn x_forwarded_host_is_the_host_that_was_routed_on() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let up = Upstream::start().await;
+    let extra = format!(
+        "[[routes]]\npath = \"/\"\nhost = \"open.example\"\nupstream = \"{}\"\nauth = \"none\"\n",
+        up.url()
+    );
+    let gw = gateway_with(&up, &extra).await;
+    // HTTP/1.1 absolute form: the target's authority is what is routed on.
+    let res = raw_request(
+        gw.addr,
+        "GET",
+        "http://open.example/x",
+        &[("Host", "evil.example")],
+    )
+    .await;
+    assert_eq!(res.status, 200, "{res:?}");
+    let got = up.next_request().await;
+    assert_eq!(got.header_all("x-forwarded-host"), ["open.example"]);
+
+    // HTTP/2: :authority is routed on, a differing Host is not believed.
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://open.example/y")
+        .header("host", "evil.example")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let got = up.next_request().await;
+    assert_eq!(got.target, "/y");
+    assert_eq!(got.header_all("x-forwarded-host"), ["open.example"]);
+    assert!(
+        !got.headers.iter().any(|(_, v)| v.contains("evil")),
+        "{got:?}"
+    );
+}

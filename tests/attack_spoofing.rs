@@ -256,3 +256,85 @@ async fn x_forwarded_host_is_the_host_that_was_routed_on() {
         "{got:?}"
     );
 }
+
+mod stripping {
+    //! The header rule itself, for any spelling: whatever identity-like
+    //! headers a client sends, in any case, with `_` or `-`, repeated or
+    //! named in `Connection`, exactly the injected values remain.
+
+    use super::common::*;
+    use http::{HeaderMap, HeaderName, HeaderValue};
+    use proptest::prelude::*;
+
+    fn spelling() -> impl Strategy<Value = String> {
+        let base = prop_oneof![
+            Just("x-wx-openid"),
+            Just("x-wx-unionid"),
+            Just("x-wx-appid"),
+            Just("x-wx-"),
+            Just("x-wx-anything"),
+        ];
+        (base, any::<u64>()).prop_map(|(name, bits)| {
+            name.chars()
+                .enumerate()
+                .map(
+                    |(i, c)| match (c, bits >> (i % 64) & 1, bits >> ((i + 7) % 64) & 1) {
+                        ('-', 1, _) => '_',
+                        (c, _, 1) => c.to_ascii_uppercase(),
+                        (c, _, _) => c,
+                    },
+                )
+                .collect()
+        })
+    }
+
+    type Fixture = (
+        std::sync::Arc<wxgate::gateway::Runtime>,
+        std::sync::Arc<wxgate::token::Verified>,
+    );
+
+    /// The test config's runtime and a verified identity, built once.
+    fn fixture() -> &'static Fixture {
+        static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let config = wxgate::Config::parse_with_env(
+                &base_config("http://127.0.0.1:9", "http://127.0.0.1:9"),
+                std::path::Path::new("p.toml"),
+                Some(Default::default()),
+            )
+            .unwrap();
+            let gw = wxgate::Gateway::new(config).unwrap();
+            let rt = gw.runtime();
+            let token = token_for(&gw, "o-alice", APPID, Some("u-alice"));
+            let who = rt.keys.verify(&token, wxgate::token::now()).unwrap();
+            (rt, who)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn only_the_injected_identity_survives(
+            names in proptest::collection::vec(spelling(), 1..8),
+            in_connection in any::<bool>(),
+        ) {
+            let (rt, who) = fixture();
+            let mut h = HeaderMap::new();
+            for name in &names {
+                h.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_static("spoof"),
+                );
+            }
+            if in_connection {
+                h.append(http::header::CONNECTION, HeaderValue::from_static("x-wx-openid, x-wx-appid"));
+            }
+            wxgate::headers::strip_client_headers(&mut h, &rt.identity);
+            wxgate::headers::inject_identity(&mut h, who, &rt.identity);
+            prop_assert!(h.values().all(|v| v != "spoof"), "{:?}", h);
+            prop_assert_eq!(h.get_all("x-wx-openid").iter().count(), 1);
+            prop_assert_eq!(h.get_all("x-wx-appid").iter().count(), 1);
+            prop_assert_eq!(h.get_all("x-wx-unionid").iter().count(), 1);
+            prop_assert_eq!(h.get("x-wx-openid").unwrap(), "o-alice");
+        }
+    }
+}

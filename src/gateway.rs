@@ -84,6 +84,9 @@ pub struct ConnInfo {
     pub peer_ip: HeaderValue,
     /// "http" or "https", for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// The connection's slot under `server.max_connections`, shared so that
+    /// a WebSocket tunnel, which outlives hyper's connection, keeps it.
+    pub slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl ConnInfo {
@@ -93,6 +96,7 @@ impl ConnInfo {
             peer,
             peer_ip: HeaderValue::from_str(&ip.to_string()).expect("an IP is header text"),
             proto,
+            slot: None,
         }
     }
 }

@@ -120,7 +120,10 @@ pub async fn forward(
             return Err(Error::UpstreamUnavailable);
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
+        // The tunnel holds the connection's slot until it closes.
+        let slot = conn.slot.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
                     let mut client = TokioIo::new(client);

@@ -55,7 +55,9 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn_info = ConnInfo::new(peer, "http");
+        let mut conn_info = ConnInfo::new(peer, "http");
+        let permit = Arc::new(permit);
+        conn_info.slot = Some(permit.clone());
         let gw = gw.clone();
         let activity = Arc::new(Activity::default());
         let service = {

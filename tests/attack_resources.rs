@@ -293,3 +293,69 @@ async fn the_upstream_connect_timeout_bounds_a_hanging_connect() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert_still_serving(&gw).await;
 }
+
+#[tokio::test]
+async fn a_websocket_tunnel_keeps_its_connection_slot() {
+    use tokio::io::AsyncReadExt;
+
+    // One slot: while a tunnel is open, the next client waits in the
+    // backlog; when the tunnel closes, it is served.
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&with_server(
+        &up,
+        "http://127.0.0.1:9",
+        "max_connections = 1",
+    ))
+    .await;
+    let mut tunnel = TcpStream::connect(gw.addr).await.unwrap();
+    let handshake = http_request(
+        "GET",
+        "/public/ws",
+        &[
+            ("Connection", "upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+    );
+    tunnel.write_all(&handshake).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(BOUND, tunnel.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // The tunnel works.
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(BOUND, tunnel.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping");
+
+    let addr = gw.addr;
+    let mut waiting =
+        tokio::spawn(async move { raw_request(addr, "GET", "/public/next", &[]).await });
+    // Not served while the tunnel holds the only slot.
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut waiting).await;
+    assert!(
+        early.is_err(),
+        "served past max_connections while a tunnel was open"
+    );
+    drop(tunnel);
+    let res = tokio::time::timeout(BOUND, waiting)
+        .await
+        .expect("never served")
+        .unwrap();
+    assert_eq!(res.status, 200, "{res:?}");
+}

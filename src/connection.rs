@@ -93,8 +93,9 @@ pub struct Connection {
     /// Turns true when the server drains.
     pub draining: watch::Receiver<bool>,
     /// The connection's place under `server.max_connections`, held from
-    /// accept (handshake included) to close.
-    pub permit: OwnedSemaphorePermit,
+    /// accept (handshake included) to close, and shared with a WebSocket
+    /// tunnel, which outlives hyper's connection.
+    pub permit: Arc<OwnedSemaphorePermit>,
     /// Counts the connection in `wxgate_connections_open` until it closes.
     pub open: OpenConnection,
 }
@@ -165,7 +166,8 @@ impl Connection {
             + 'static,
         Arc<Activity>,
     ) {
-        let conn_info = ConnInfo::new(self.peer, proto);
+        let mut conn_info = ConnInfo::new(self.peer, proto);
+        conn_info.slot = Some(self.permit.clone());
         let gw = self.gw.clone();
         let activity = Arc::new(Activity::default());
         let started = activity.clone();

@@ -174,7 +174,7 @@ fn described_by_itself<'a>(
     }
     Ok(Original {
         method: parts.method.clone(),
-        host: request_host(parts),
+        host: request_host(parts)?,
         path: below,
     })
 }

@@ -98,6 +98,9 @@ pub struct ConnInfo {
     pub peer_ip: HeaderValue,
     /// "http" or "https", for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// The connection's slot under `server.max_connections`, shared so that
+    /// a WebSocket tunnel, which outlives hyper's connection, keeps it.
+    pub slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl ConnInfo {
@@ -107,6 +110,7 @@ impl ConnInfo {
             peer,
             peer_ip: HeaderValue::from_str(&ip.to_string()).expect("an IP is header text"),
             proto,
+            slot: None,
         }
     }
 }
@@ -219,7 +223,7 @@ impl Gateway {
         }
         let path =
             path::normalize(parts.uri.path()).map_err(|e| Error::InvalidRequest(e.reason()))?;
-        let host = request_host(&parts);
+        let host = request_host(&parts)?;
         let target = rt.router.find(host, &path).ok_or(Error::NotFound)?;
         exchange.target = Some(target);
         let index = match target {
@@ -251,13 +255,19 @@ impl Gateway {
 }
 
 /// The host a request is for, without port: the absolute-form authority or
-/// HTTP/2 `:authority` if present, else `Host`.
-pub(crate) fn request_host(parts: &http::request::Parts) -> Option<&str> {
-    parts
+/// HTTP/2 `:authority` if present, else `Host`. Two `Host` headers are 400
+/// (RFC 9112 §3.2): host routes and the upstream could each pick another.
+pub(crate) fn request_host(parts: &http::request::Parts) -> Result<Option<&str>, Error> {
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Error::InvalidRequest("more than one Host header"));
+    }
+    Ok(parts
         .uri
         .host()
-        .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())
-        .map(strip_port)
+        .or_else(|| host_header?.to_str().ok())
+        .map(strip_port))
 }
 
 /// An absolute-form target must name a route's host or wxgate's own address.

@@ -14,9 +14,10 @@ pub enum PathError {
     Nul,
     ClimbsAboveRoot,
     BadEncoding,
-    /// `..;x` or `.;x`: Tomcat, Jetty and Spring drop `;` parameters and
-    /// then read the segment as a dot segment, so the upstream would climb
-    /// where wxgate did not (the `..;/` authorization bypass).
+    /// `..;x`, `.;x` or `;x`: Tomcat, Jetty and Spring drop `;` parameters
+    /// and then read the segment as a dot or empty segment, so the upstream
+    /// would climb or merge where wxgate did not (the `..;/` authorization
+    /// bypass; `/;/api` read as `/api`).
     DotWithParameters,
 }
 
@@ -30,7 +31,9 @@ impl PathError {
             PathError::Nul => "path contains a NUL byte",
             PathError::ClimbsAboveRoot => "path climbs above the root with '..'",
             PathError::BadEncoding => "path contains a malformed percent-encoding",
-            PathError::DotWithParameters => "path has a '.' or '..' segment with ';' parameters",
+            PathError::DotWithParameters => {
+                "path has an empty, '.' or '..' segment with ';' parameters"
+            }
         }
     }
 }
@@ -85,6 +88,7 @@ fn is_dot_or_empty(seg: &[u8]) -> bool {
     seg.is_empty()
         || seg == b"."
         || seg == b".."
+        || seg.starts_with(b";")
         || seg.starts_with(b".;")
         || seg.starts_with(b"..;")
 }
@@ -106,7 +110,7 @@ fn rewrite(raw: &str) -> Result<String, PathError> {
         let start = out.len();
         decode_into(seg, &mut out)?;
         if let Some((name, _params)) = out[start..].split_once(';') {
-            if name == "." || name == ".." {
+            if name.is_empty() || name == "." || name == ".." {
                 return Err(PathError::DotWithParameters);
             }
         }
@@ -222,6 +226,9 @@ mod tests {
             "/public/.%2E;jsessionid=1/api",
             "/public/..;",
             "/..;/api",
+            "/;/api",
+            "/;x=1/api",
+            "//;",
         ] {
             assert_eq!(err(raw), PathError::DotWithParameters, "{raw}");
         }

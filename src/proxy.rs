@@ -75,12 +75,14 @@ pub async fn forward(
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    // The host the request was routed on: an absolute-form or HTTP/2
+    // authority wins over `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1), so the
+    // upstream never hears of a host other than the one that was judged.
+    let original_host = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| parts.headers.get(header::HOST).cloned());
 
     let h = &mut parts.headers;
     headers::strip_client_headers(h, &rt.identity);
@@ -135,7 +137,10 @@ pub async fn forward(
             return Err(Error::UpstreamUnavailable);
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
+        // The tunnel holds the connection's slot until it closes.
+        let slot = conn.slot.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
                     let mut client = TokioIo::new(client);

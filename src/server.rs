@@ -54,7 +54,7 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
             deadline: Instant::now() + config.header_timeout,
             idle_timeout: config.idle_timeout,
             draining: draining.clone(),
-            permit,
+            permit: Arc::new(permit),
             open: gw.metrics().connection_opened(),
         };
         while connections.try_join_next().is_some() {}

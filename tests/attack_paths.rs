@@ -118,6 +118,10 @@ async fn slashes_case_parameters_and_fragments_keep_their_route() {
         ("/API/x", 404),
         ("/Api/x", 404),
         ("/api;x=1/y", 404),
+        // An empty segment with parameters: Tomcat reads `/;/api` as `/api`.
+        ("/;/api/x", 400),
+        ("/;x=1/api/x", 400),
+        ("/public/;/x", 400),
         ("/api%3bx/y", 404),
         ("/api./x", 404),
         ("/api%20/x", 404),

@@ -15,6 +15,7 @@ use common::upstream::Upstream;
 use common::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 /// Generous: the limits under test are far shorter.
 const BOUND: Duration = Duration::from_secs(10);
@@ -168,65 +169,57 @@ async fn idle_connections_past_the_cap_wait_then_get_served() {
     assert!(waited < BOUND, "{waited:?}");
 }
 
-#[tokio::test]
-async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
-    use http_body_util::Empty;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
 
-    let up = Upstream::start().await;
-    let gw = TestGateway::start(&with_server(
-        &up,
-        "http://127.0.0.1:9",
-        "idle_timeout = \"300ms\"",
-    ))
-    .await;
+/// A gateway with `idle_timeout`, and an HTTP/2 connection to it: the
+/// sender and the task driving the connection (it ends when the gateway
+/// closes it).
+async fn h2_gateway(up: &Upstream, idle: &str) -> (TestGateway, H2Sender, JoinHandle<()>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let keys = format!("idle_timeout = \"{idle}\"");
+    let gw = TestGateway::start(&with_server(up, "http://127.0.0.1:9", &keys)).await;
     let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
+    let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get("http://gw.test/public/h2")
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
-    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (gw, sender, conn)
+}
+
+fn h2_get(path: &str) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    http::Request::get(format!("http://gw.test{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
+    let up = Upstream::start().await;
+    let (_gw, mut sender, conn) = h2_gateway(&up, "300ms").await;
+    let res = sender.send_request(h2_get("/public/h2")).await.unwrap();
+    assert_eq!(res.status(), 200);
     // Then nothing: the gateway sends GOAWAY and closes.
     let started = Instant::now();
     tokio::time::timeout(BOUND, conn)
         .await
         .expect("an idle HTTP/2 connection stayed open")
-        .unwrap()
-        .ok();
-    assert!(
-        started.elapsed() >= Duration::from_millis(250),
-        "{:?}",
-        started.elapsed()
-    );
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(250), "{took:?}");
     assert_eq!(up.requests().len(), 1);
 }
 
 #[tokio::test]
 async fn a_busy_http2_connection_is_not_cut_mid_request() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use http_body_util::BodyExt;
 
     let up = Upstream::start().await;
-    let gw = TestGateway::start(&with_server(
-        &up,
-        "http://127.0.0.1:9",
-        "idle_timeout = \"200ms\"",
-    ))
-    .await;
-    let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (_gw, mut sender, _conn) = h2_gateway(&up, "200ms").await;
     // A request the upstream holds past the idle timeout still completes.
-    let req = http::Request::get("http://gw.test/public/hold")
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
+    let req = h2_get("/public/hold");
     let pending = tokio::spawn(sender.send_request(req));
     tokio::time::sleep(Duration::from_millis(400)).await; // pacing past the idle timeout
     up.release_hold();
@@ -299,4 +292,70 @@ async fn the_upstream_connect_timeout_bounds_a_hanging_connect() {
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert_still_serving(&gw).await;
+}
+
+#[tokio::test]
+async fn a_websocket_tunnel_keeps_its_connection_slot() {
+    use tokio::io::AsyncReadExt;
+
+    // One slot: while a tunnel is open, the next client waits in the
+    // backlog; when the tunnel closes, it is served.
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&with_server(
+        &up,
+        "http://127.0.0.1:9",
+        "max_connections = 1",
+    ))
+    .await;
+    let mut tunnel = TcpStream::connect(gw.addr).await.unwrap();
+    let handshake = http_request(
+        "GET",
+        "/public/ws",
+        &[
+            ("Connection", "upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+    );
+    tunnel.write_all(&handshake).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(BOUND, tunnel.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // The tunnel works.
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(BOUND, tunnel.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping");
+
+    let addr = gw.addr;
+    let mut waiting =
+        tokio::spawn(async move { raw_request(addr, "GET", "/public/next", &[]).await });
+    // Not served while the tunnel holds the only slot.
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut waiting).await;
+    assert!(
+        early.is_err(),
+        "served past max_connections while a tunnel was open"
+    );
+    drop(tunnel);
+    let res = tokio::time::timeout(BOUND, waiting)
+        .await
+        .expect("never served")
+        .unwrap();
+    assert_eq!(res.status, 200, "{res:?}");
 }

@@ -186,3 +186,155 @@ async fn hostile_openids_from_wechat_never_become_a_header() {
     assert_eq!(got.header_all("x-wx-appid"), [APPID]);
     assert_eq!(s.up.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn two_host_headers_are_400_and_never_routed() {
+    // Host routes pick by Host: with two, the gateway and whatever sits
+    // beside it could each pick another (RFC 9112 §3.2 asks for a 400).
+    let up = Upstream::start().await;
+    let extra = format!(
+        "[[routes]]\npath = \"/\"\nhost = \"open.example\"\nupstream = \"{}\"\nauth = \"none\"\n",
+        up.url()
+    );
+    let gw = gateway_with(&up, &extra).await;
+    for hosts in [
+        "Host: open.example\r\nHost: gw.test\r\n",
+        "Host: gw.test\r\nHost: open.example\r\n",
+        "Host: open.example\r\nhost: open.example\r\n",
+    ] {
+        let head = format!("GET /api/x HTTP/1.1\r\n{hosts}Connection: close\r\n\r\n");
+        let res = RawResponse::parse(&raw(gw.addr, head.as_bytes()).await);
+        assert_error(&res, 400, "invalid_request");
+    }
+    // One Host picks the host route as usual.
+    let res = raw_request(gw.addr, "GET", "/api/x", &[("Host", "open.example")]).await;
+    assert_eq!(res.status, 200, "{res:?}");
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn x_forwarded_host_is_the_host_that_was_routed_on() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let up = Upstream::start().await;
+    let extra = format!(
+        "[[routes]]\npath = \"/\"\nhost = \"open.example\"\nupstream = \"{}\"\nauth = \"none\"\n",
+        up.url()
+    );
+    let gw = gateway_with(&up, &extra).await;
+    // HTTP/1.1 absolute form: the target's authority is what is routed on.
+    let res = raw_request(
+        gw.addr,
+        "GET",
+        "http://open.example/x",
+        &[("Host", "evil.example")],
+    )
+    .await;
+    assert_eq!(res.status, 200, "{res:?}");
+    let got = up.next_request().await;
+    assert_eq!(got.header_all("x-forwarded-host"), ["open.example"]);
+
+    // HTTP/2: :authority is routed on, a differing Host is not believed.
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://open.example/y")
+        .header("host", "evil.example")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let got = up.next_request().await;
+    assert_eq!(got.target, "/y");
+    assert_eq!(got.header_all("x-forwarded-host"), ["open.example"]);
+    assert!(
+        !got.headers.iter().any(|(_, v)| v.contains("evil")),
+        "{got:?}"
+    );
+}
+
+mod stripping {
+    //! The header rule itself, for any spelling: whatever identity-like
+    //! headers a client sends, in any case, with `_` or `-`, repeated or
+    //! named in `Connection`, exactly the injected values remain.
+
+    use super::common::*;
+    use http::{HeaderMap, HeaderName, HeaderValue};
+    use proptest::prelude::*;
+
+    fn spelling() -> impl Strategy<Value = String> {
+        let base = prop_oneof![
+            Just("x-wx-openid"),
+            Just("x-wx-unionid"),
+            Just("x-wx-appid"),
+            Just("x-wx-"),
+            Just("x-wx-anything"),
+        ];
+        (base, any::<u64>()).prop_map(|(name, bits)| {
+            name.chars()
+                .enumerate()
+                .map(
+                    |(i, c)| match (c, bits >> (i % 64) & 1, bits >> ((i + 7) % 64) & 1) {
+                        ('-', 1, _) => '_',
+                        (c, _, 1) => c.to_ascii_uppercase(),
+                        (c, _, _) => c,
+                    },
+                )
+                .collect()
+        })
+    }
+
+    type Fixture = (
+        std::sync::Arc<wxgate::gateway::Runtime>,
+        std::sync::Arc<wxgate::token::Verified>,
+    );
+
+    /// The test config's runtime and a verified identity, built once.
+    fn fixture() -> &'static Fixture {
+        static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let config = wxgate::Config::parse_with_env(
+                &base_config("http://127.0.0.1:9", "http://127.0.0.1:9"),
+                std::path::Path::new("p.toml"),
+                Some(Default::default()),
+            )
+            .unwrap();
+            let gw = wxgate::Gateway::new(config).unwrap();
+            let rt = gw.runtime();
+            let token = token_for(&gw, "o-alice", APPID, Some("u-alice"));
+            let who = rt.keys.verify(&token, wxgate::token::now()).unwrap();
+            (rt, who)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn only_the_injected_identity_survives(
+            names in proptest::collection::vec(spelling(), 1..8),
+            in_connection in any::<bool>(),
+        ) {
+            let (rt, who) = fixture();
+            let mut h = HeaderMap::new();
+            for name in &names {
+                h.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_static("spoof"),
+                );
+            }
+            if in_connection {
+                h.append(http::header::CONNECTION, HeaderValue::from_static("x-wx-openid, x-wx-appid"));
+            }
+            wxgate::headers::strip_client_headers(&mut h, &rt.identity);
+            wxgate::headers::inject_identity(&mut h, who, &rt.identity);
+            prop_assert!(h.values().all(|v| v != "spoof"), "{:?}", h);
+            prop_assert_eq!(h.get_all("x-wx-openid").iter().count(), 1);
+            prop_assert_eq!(h.get_all("x-wx-appid").iter().count(), 1);
+            prop_assert_eq!(h.get_all("x-wx-unionid").iter().count(), 1);
+            prop_assert_eq!(h.get("x-wx-openid").unwrap(), "o-alice");
+        }
+    }
+}

@@ -62,7 +62,9 @@ pub async fn drive<C, E>(
     E: std::fmt::Display,
 {
     let mut connection = pin!(connection);
-    let mut timer = pin!(sleep_until(first_deadline.min(Instant::now() + idle_timeout)));
+    let mut timer = pin!(sleep_until(
+        first_deadline.min(Instant::now() + idle_timeout)
+    ));
     let mut cut_started = false;
     let mut seen = 0;
     loop {

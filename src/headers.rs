@@ -27,6 +27,7 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Headers some frameworks (Symfony, Laravel, IIS rewrite, forward-auth
 /// setups) read as "the real request path". wxgate routed and authorized

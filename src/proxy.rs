@@ -95,6 +95,12 @@ pub async fn forward(
         headers::inject_identity(h, who, &rt.identity);
     }
     headers::set_forwarded(h, &conn.peer_ip, conn.proto, original_host);
+    // Other client-address headers: wxgate ignores them from untrusted peers,
+    // and so must an upstream that might believe them.
+    if !headers::is_trusted(conn.peer.ip(), &rt.config.server.trusted_proxies) {
+        h.remove(headers::X_REAL_IP);
+        h.remove(header::FORWARDED);
+    }
     h.insert(header::HOST, route.upstream.host_header.clone());
     if let Some(protocol) = &upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -241,3 +241,32 @@ async fn request_trailers_cannot_smuggle_identity() {
         "{got:?}"
     );
 }
+
+#[tokio::test]
+async fn client_address_headers_pass_only_from_trusted_proxies() {
+    let up = Upstream::start().await;
+    let sent = [
+        ("X-Real-IP", "6.6.6.6"),
+        ("Forwarded", "for=6.6.6.6;proto=https"),
+    ];
+    // An untrusted peer (the default): neither reaches the upstream.
+    let gw = gateway(&up).await;
+    let res = raw_request(gw.addr, "GET", "/public/addr", &sent).await;
+    assert_eq!(res.status, 200, "{res:?}");
+    let got = up.next_request().await;
+    assert_eq!(got.header("x-real-ip"), None, "{:?}", got.headers);
+    assert_eq!(got.header("forwarded"), None, "{:?}", got.headers);
+    assert_eq!(got.header_all("x-forwarded-for"), ["127.0.0.1"]);
+
+    // A trusted proxy's are passed on as it wrote them.
+    let toml = base_config(&up.url(), NO_WECHAT).replace(
+        "[server]\n",
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    let trusted = TestGateway::start(&toml).await;
+    let res = raw_request(trusted.addr, "GET", "/public/addr", &sent).await;
+    assert_eq!(res.status, 200, "{res:?}");
+    let got = up.next_request().await;
+    assert_eq!(got.header("x-real-ip"), Some("6.6.6.6"));
+    assert_eq!(got.header("forwarded"), Some("for=6.6.6.6;proto=https"));
+}

@@ -169,23 +169,13 @@ async fn idle_connections_past_the_cap_wait_then_get_served() {
     assert!(waited < BOUND, "{waited:?}");
 }
 
-type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
-
 /// A gateway with `idle_timeout`, and an HTTP/2 connection to it: the
 /// sender and the task driving the connection (it ends when the gateway
 /// closes it).
 async fn h2_gateway(up: &Upstream, idle: &str) -> (TestGateway, H2Sender, JoinHandle<()>) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let keys = format!("idle_timeout = \"{idle}\"");
     let gw = TestGateway::start(&with_server(up, "http://127.0.0.1:9", &keys)).await;
-    let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let (sender, conn) = h2_connect(gw.addr).await;
     (gw, sender, conn)
 }
 

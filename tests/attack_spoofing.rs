@@ -215,7 +215,6 @@ async fn two_host_headers_are_400_and_never_routed() {
 #[tokio::test]
 async fn x_forwarded_host_is_the_host_that_was_routed_on() {
     use http_body_util::Empty;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let up = Upstream::start().await;
     let extra = format!(
@@ -236,12 +235,7 @@ async fn x_forwarded_host_is_the_host_that_was_routed_on() {
     assert_eq!(got.header_all("x-forwarded-host"), ["open.example"]);
 
     // HTTP/2: :authority is routed on, a differing Host is not believed.
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2_connect(gw.addr).await;
     let req = http::Request::get("http://open.example/y")
         .header("host", "evil.example")
         .body(Empty::<bytes::Bytes>::new())

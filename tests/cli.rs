@@ -151,11 +151,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let (listen, admin) = proc.addresses();
     let http = client();
     assert_eq!(
-        http.get(format!("http://{admin}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of_get(&http, &format!("http://{admin}/readyz")).await,
         200
     );
 
@@ -168,11 +164,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     proc.signal("TERM");
     proc.wait_for("draining");
     assert_eq!(
-        http.get(format!("http://{admin}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of_get(&http, &format!("http://{admin}/readyz")).await,
         503
     );
     assert!(
@@ -323,4 +315,8 @@ async fn sighup_rotates_signing_keys_and_old_tokens_last_until_their_key_goes() 
             .unwrap(),
         0
     );
+}
+
+async fn status_of_get(http: &reqwest::Client, url: &str) -> u16 {
+    http.get(url).send().await.unwrap().status().as_u16()
 }

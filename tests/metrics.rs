@@ -239,18 +239,12 @@ async fn open_connections_go_up_and_down() {
 #[tokio::test]
 async fn a_request_its_client_abandons_is_counted_as_499() {
     use http_body_util::Empty;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let up = common::upstream::Upstream::start().await;
     let gw = gateway_with(&up, "").await;
     // Over HTTP/2 an abort is a stream reset that wxgate sees at once. (An
     // HTTP/1.1 client's FIN may be a half-close, which still gets its answer.)
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2_connect(gw.addr).await;
     let req = http::Request::get("http://gw.test/public/hold")
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();

@@ -210,18 +210,12 @@ async fn response_trailers_pass_when_the_client_accepts_them() {
 #[tokio::test]
 async fn http2_clients_get_the_same_auth_and_header_rules() {
     use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let up = Upstream::start().await;
     let gw = gateway_with(&up, "").await;
     let auth = bearer(&token(&gw.gw, "o-h2"));
 
-    let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2_connect(gw.addr).await;
     let mut send = |path: &str, auth: Option<&str>| {
         let mut req = http::Request::get(format!("http://front.example{path}?q=1"))
             .header("x-wx-openid", "spoof")

@@ -345,3 +345,21 @@ pub fn assert_error(res: &RawResponse, status: u16, code: &str) {
     );
     assert_eq!(res.json()["error"], code, "{res:?}");
 }
+
+/// The sender half of a cleartext HTTP/2 (prior knowledge) connection.
+pub type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// Opens an HTTP/2 connection to `addr`; the returned task drives it and
+/// ends when the connection does (the gateway closing it, say).
+pub async fn h2_connect(addr: SocketAddr) -> (H2Sender, tokio::task::JoinHandle<()>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, conn)
+}

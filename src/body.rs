@@ -12,11 +12,14 @@ use hyper::body::Incoming;
 
 use crate::config::IdentityConfig;
 use crate::headers::strip_client_headers;
+use crate::pool::Lease;
 
 pub enum Body {
     Full(Option<Bytes>),
-    /// Streamed as it arrives, never collected.
-    Stream(Incoming),
+    /// An upstream's answer, streamed as it arrives, never collected. Its
+    /// pooled connection goes back to the pool once the answer has been
+    /// read to its end (`https://` upstreams pool on their own: `None`).
+    Stream(Incoming, Option<Lease>),
     /// A client's request body: data passes, trailers are stripped of
     /// identity and hop-by-hop fields.
     Request(Incoming, Arc<IdentityConfig>),
@@ -30,6 +33,23 @@ impl Body {
     pub fn empty() -> Body {
         Body::Full(None)
     }
+
+    /// An upstream's answer on a connection lent by the pool.
+    pub fn upstream(body: Incoming, mut lease: Option<Lease>) -> Body {
+        release_if_ended(&body, &mut lease, false);
+        Body::Stream(body, lease)
+    }
+}
+
+/// Gives the connection back once the answer has been read: at `None`, or
+/// as soon as the body says it has ended, since hyper stops polling a body
+/// that says so.
+fn release_if_ended(body: &Incoming, lease: &mut Option<Lease>, at_none: bool) {
+    if lease.is_some() && (at_none || http_body::Body::is_end_stream(body)) {
+        if let Some(lease) = lease.take() {
+            lease.release();
+        }
+    }
 }
 
 impl http_body::Body for Body {
@@ -42,7 +62,15 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Stream(inner) => Pin::new(inner).poll_frame(cx),
+            Body::Stream(inner, lease) => {
+                let frame = Pin::new(&mut *inner).poll_frame(cx);
+                match &frame {
+                    Poll::Ready(Some(Ok(_))) => release_if_ended(inner, lease, false),
+                    Poll::Ready(None) => release_if_ended(inner, lease, true),
+                    Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+                }
+                frame
+            }
             Body::Request(inner, identity) => Pin::new(inner).poll_frame(cx).map(|frame| {
                 frame.map(|result| {
                     result.map(|frame| match frame.into_trailers() {
@@ -60,7 +88,7 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Full(bytes) => bytes.is_none(),
-            Body::Stream(inner) | Body::Request(inner, _) => inner.is_end_stream(),
+            Body::Stream(inner, _) | Body::Request(inner, _) => inner.is_end_stream(),
         }
     }
 
@@ -68,7 +96,7 @@ impl http_body::Body for Body {
         match self {
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
-            Body::Stream(inner) | Body::Request(inner, _) => inner.size_hint(),
+            Body::Stream(inner, _) | Body::Request(inner, _) => inner.size_hint(),
         }
     }
 }

@@ -15,8 +15,6 @@ use arc_swap::ArcSwap;
 use futures_util::future::{BoxFuture, Shared};
 use http::{HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 
 use crate::access::{Exchange, RequestIds};
 use crate::auth;
@@ -27,6 +25,7 @@ use crate::forward_auth;
 use crate::login;
 use crate::metrics::{Metrics, RouteHandles};
 use crate::path;
+use crate::pool::{HostPool, Pools};
 use crate::proxy;
 use crate::ratelimit::RateLimiter;
 use crate::router::{check_method, upstream_path_and_query, Router, Target};
@@ -51,6 +50,8 @@ pub struct Runtime {
     pub metrics: RouteHandles,
     /// Clients for `https://` upstreams, built from this config's trust roots.
     pub https: HttpsClients,
+    /// By route index: the connection pool of an `http://` upstream.
+    pub pools: Vec<Option<Arc<HostPool>>>,
 }
 
 impl Runtime {
@@ -59,6 +60,7 @@ impl Runtime {
         config: Config,
         previous: Option<&Runtime>,
         metrics: &Metrics,
+        pools: &Pools,
     ) -> Result<Runtime, String> {
         let login_limiter = config.auth.login_rate_limit.map(|limit| {
             previous
@@ -68,6 +70,14 @@ impl Runtime {
         });
         let keys = Keys::new(&config.token, config.appids());
         let router = Router::new(config.routes.clone(), &config.auth);
+        let pools = config
+            .routes
+            .iter()
+            .map(|r| {
+                (r.upstream.scheme == http::uri::Scheme::HTTP)
+                    .then(|| pools.get(&r.upstream.authority))
+            })
+            .collect();
         let wechat = if config.dev.simulate_wechat {
             None
         } else {
@@ -76,6 +86,7 @@ impl Runtime {
         Ok(Runtime {
             metrics: metrics.handles(&config),
             https: HttpsClients::new(&config)?,
+            pools,
             identity: Arc::new(config.identity.clone()),
             login_limiter,
             router,
@@ -123,7 +134,8 @@ pub struct Gateway {
 struct Inner {
     runtime: ArcSwap<Runtime>,
     store: Store,
-    client: Client<HttpConnector, Body>,
+    /// Outlive configs, so a reload keeps warm upstream connections.
+    pools: Pools,
     /// Logins in flight by (appid, code). A std mutex: held only to look up or
     /// insert, never across an await, and only on the login path.
     logins: Mutex<HashMap<(String, String), InFlight>>,
@@ -135,13 +147,13 @@ struct Inner {
 impl Gateway {
     pub fn new(config: Config) -> Result<Gateway, String> {
         let store = Store::new(&config.store);
-        let client = proxy::client(&config);
+        let pools = Pools::new(proxy::connect_timeout(&config));
         let metrics = Arc::new(Metrics::default());
         Ok(Gateway {
             inner: Arc::new(Inner {
-                runtime: ArcSwap::from_pointee(Runtime::new(config, None, &metrics)?),
+                runtime: ArcSwap::from_pointee(Runtime::new(config, None, &metrics, &pools)?),
                 store,
-                client,
+                pools,
                 logins: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
                 metrics,
@@ -157,7 +169,12 @@ impl Gateway {
 
     /// Puts `config` in force for every request that starts from now on.
     pub fn reload(&self, config: Config) -> Result<(), String> {
-        let next = Runtime::new(config, Some(&self.runtime()), &self.inner.metrics)?;
+        let next = Runtime::new(
+            config,
+            Some(&self.runtime()),
+            &self.inner.metrics,
+            &self.inner.pools,
+        )?;
         self.inner.runtime.store(Arc::new(next));
         Ok(())
     }
@@ -168,10 +185,6 @@ impl Gateway {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
-    }
-
-    pub(crate) fn client(&self) -> &Client<HttpConnector, Body> {
-        &self.inner.client
     }
 
     pub(crate) fn logins(&self) -> &Mutex<HashMap<(String, String), InFlight>> {
@@ -226,12 +239,17 @@ impl Gateway {
         let host = request_host(&parts)?;
         let target = rt.router.find(host, &path).ok_or(Error::NotFound)?;
         exchange.target = Some(target);
+        // wxgate's own endpoints are boxed: their futures (a WeChat call in
+        // flight, say) would otherwise make every proxied request's future,
+        // which hyper moves and stores, as large as the largest of them.
         let index = match target {
-            Target::Login => return login::login(self, rt, parts, body, conn).await,
-            Target::Session => return login::session(self, rt, &parts).await,
-            Target::Logout => return login::logout(self, rt, &parts).await,
+            Target::Login => return Box::pin(login::login(self, rt, parts, body, conn)).await,
+            Target::Session => return Box::pin(login::session(self, rt, &parts)).await,
+            Target::Logout => return Box::pin(login::logout(self, rt, &parts)).await,
             Target::Jwks => return crate::jwks::serve(rt, &parts.method),
-            Target::Verify => return forward_auth::verify(self, rt, &parts, &path, conn).await,
+            Target::Verify => {
+                return Box::pin(forward_auth::verify(self, rt, &parts, &path, conn)).await
+            }
             Target::Route(index) => index,
         };
         let route = rt.router.route(index);
@@ -240,17 +258,7 @@ impl Gateway {
         let upstream_target = upstream_path_and_query(route, &path, parts.uri.query());
         exchange.identity.clone_from(&identity);
         exchange.upstream_from = Some(std::time::Instant::now());
-        proxy::forward(
-            self,
-            rt,
-            route,
-            parts,
-            body,
-            upstream_target,
-            conn,
-            identity,
-        )
-        .await
+        proxy::forward(rt, index, parts, body, upstream_target, conn, identity).await
     }
 }
 

@@ -50,6 +50,7 @@ pub mod jwks;
 pub mod login;
 pub mod metrics;
 pub mod path;
+pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

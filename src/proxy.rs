@@ -1,6 +1,7 @@
 //! Forwarding: rewrite the request for the upstream, send it on a pooled
-//! connection, stream the answer back. WebSocket upgrades are spliced after
-//! the route's auth check. Bodies are never collected.
+//! connection ([`crate::pool`] for `http://`, hyper-util's client with
+//! rustls for `https://`), stream the answer back. WebSocket upgrades are
+//! spliced after the route's auth check. Bodies are never collected.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,36 +16,32 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::Body;
-use crate::config::{Config, RouteConfig};
+use crate::config::Config;
 use crate::error::Error;
-use crate::gateway::{ConnInfo, Gateway, Runtime};
+use crate::gateway::{ConnInfo, Runtime};
 use crate::headers;
 use crate::token::Verified;
 
-/// Idle pooled connections are closed after this long.
+/// Idle pooled `https://` connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The pooled HTTP/1.1 client for every `http://` upstream.
-pub fn client(config: &Config) -> Client<HttpConnector, Body> {
-    let mut connector = connector(config);
-    connector.enforce_http(true);
-    pool().build(connector)
+/// The bound on making a TCP connection to an upstream.
+pub(crate) fn connect_timeout(config: &Config) -> Duration {
+    config
+        .server
+        .connect_timeout
+        .min(config.server.request_timeout)
 }
 
-/// TCP connections to upstreams (under TLS too, for `https://` ones).
+/// TCP connections to `https://` upstreams.
 pub(crate) fn connector(config: &Config) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(
-        config
-            .server
-            .connect_timeout
-            .min(config.server.request_timeout),
-    ));
+    connector.set_connect_timeout(Some(connect_timeout(config)));
     connector
 }
 
-/// Pool settings shared by the plain and the TLS clients.
+/// Pool settings of the `https://` clients.
 pub(crate) fn pool() -> hyper_util::client::legacy::Builder {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
@@ -54,17 +51,18 @@ pub(crate) fn pool() -> hyper_util::client::legacy::Builder {
     builder
 }
 
+/// Forwards a request that passed route `index`'s checks.
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
-    gw: &Gateway,
     rt: &Arc<Runtime>,
-    route: &RouteConfig,
+    index: usize,
     mut parts: http::request::Parts,
     body: Incoming,
     target: String,
     conn: &ConnInfo,
     verified: Option<Arc<Verified>>,
 ) -> Result<Response<Body>, Error> {
+    let route = rt.router.route(index);
     let upgrade = websocket_upgrade(&parts);
     let client_upgrade = upgrade
         .as_ref()
@@ -110,32 +108,42 @@ pub async fn forward(
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 
-    let uri = Uri::builder()
-        .scheme(route.upstream.scheme.clone())
-        .authority(route.upstream.authority.clone())
-        .path_and_query(
-            PathAndQuery::try_from(target)
-                .map_err(|_| Error::InvalidRequest("bad request target"))?,
-        )
-        .build()
-        .map_err(|_| Error::InvalidRequest("bad request target"))?;
-    parts.uri = uri;
+    let target =
+        PathAndQuery::try_from(target).map_err(|_| Error::InvalidRequest("bad request target"))?;
     parts.version = Version::HTTP_11;
+    let pool = rt.pools[index].as_ref();
+    // The pool writes the origin-form target as it is; hyper-util's client
+    // wants the whole URL.
+    parts.uri = match pool {
+        Some(_) => Uri::from(target),
+        None => Uri::builder()
+            .scheme(route.upstream.scheme.clone())
+            .authority(route.upstream.authority.clone())
+            .path_and_query(target)
+            .build()
+            .map_err(|_| Error::InvalidRequest("bad request target"))?,
+    };
     let request = Request::from_parts(parts, Body::Request(body, rt.identity.clone()));
 
-    let pending = match rt.https.get(&route.upstream) {
-        Some(https) => https.request(request),
-        None => gw.client().request(request),
+    let failed = |e: &(dyn std::error::Error + 'static), connect: bool| {
+        let cause = root_cause(e);
+        tracing::warn!(upstream = %route.upstream, error = %e, %cause, connect, "upstream failed");
+        Error::UpstreamUnavailable
     };
-    let sent = tokio::time::timeout(route.timeout, pending).await;
-    let mut response = match sent {
-        Err(_) => return Err(Error::UpstreamTimeout),
-        Ok(Err(e)) => {
-            let cause = root_cause(&e);
-            tracing::warn!(upstream = %route.upstream, error = %e, %cause, connect = e.is_connect(), "upstream failed");
-            return Err(Error::UpstreamUnavailable);
+    let (mut response, lease) = match (pool, rt.https.get(&route.upstream)) {
+        (Some(pool), _) => match tokio::time::timeout(route.timeout, pool.send(request)).await {
+            Err(_) => return Err(Error::UpstreamTimeout),
+            Ok(Err(e)) => return Err(failed(&e, e.is_connect())),
+            Ok(Ok((response, lease))) => (response, Some(lease)),
+        },
+        (None, Some(https)) => {
+            match tokio::time::timeout(route.timeout, https.request(request)).await {
+                Err(_) => return Err(Error::UpstreamTimeout),
+                Ok(Err(e)) => return Err(failed(&e, e.is_connect())),
+                Ok(Ok(response)) => (response, None),
+            }
         }
-        Ok(Ok(response)) => response,
+        (None, None) => unreachable!("every upstream is http:// or https://"),
     };
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -170,7 +178,7 @@ pub async fn forward(
 
     let (mut parts, body) = response.into_parts();
     headers::strip_response_headers(&mut parts.headers);
-    Ok(Response::from_parts(parts, Body::Stream(body)))
+    Ok(Response::from_parts(parts, Body::upstream(body, lease)))
 }
 
 /// The protocol a client asks to upgrade to: HTTP/1.1 `Upgrade: websocket`

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::upstream::Upstream;
@@ -77,8 +79,129 @@ async fn upstream_connections_are_pooled_across_client_connections() {
         assert_eq!(got.header("connection"), None);
     }
     assert_eq!(up.requests().len(), 20);
-    let conns = up.connections();
-    assert!(conns <= 4, "20 requests used {conns} upstream connections");
+    assert_eq!(up.connections(), 1, "one after another, on one connection");
+    // Chunked and empty answers give their connection back too.
+    for target in ["/public/download/300000", "/public/status/204", "/public/y"] {
+        let res = raw_request(gw.addr, "GET", target, &[]).await;
+        assert!(res.status == 200 || res.status == 204, "{res:?}");
+    }
+    assert_eq!(up.connections(), 1);
+}
+
+/// An upstream that announces keep-alive but closes every connection right
+/// after its first answer (its keep-alive timeout racing the gateway).
+/// Returns its address and the number of connections it accepted.
+async fn closing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let answer =
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok";
+                let _ = stream.write_all(answer.as_bytes()).await;
+                // Dropped: closed with no further word.
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn an_upstream_closing_idle_connections_costs_no_request() {
+    let (addr, accepted) = closing_upstream().await;
+    let up = Upstream::start().await;
+    let extra =
+        format!("[[routes]]\npath = \"/closing\"\nupstream = \"http://{addr}\"\nauth = \"none\"\n");
+    let gw = gateway_with(&up, &extra).await;
+    for i in 0..20 {
+        let res = raw_request(gw.addr, "GET", &format!("/closing/{i}"), &[]).await;
+        assert_eq!(res.status, 200, "request {i}: {res:?}");
+        assert_eq!(res.body, "ok");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 20);
+}
+
+const KEEP_ALIVE: &[(&str, &str)] = &[("Connection", "keep-alive")];
+
+/// The race itself: the upstream closes an idle connection just as the
+/// gateway picks it for a request. The request, never written, is sent on a
+/// new connection instead of failing.
+#[tokio::test]
+async fn a_request_on_a_connection_closed_under_it_is_sent_again() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let close_first = Arc::new(tokio::sync::Notify::new());
+    let close = close_first.clone();
+    tokio::spawn(async move {
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (mut first, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = first.read(&mut buf).await.unwrap();
+        first.write_all(answer).await.unwrap();
+        close.notified().await;
+        drop(first);
+        let (mut second, _) = listener.accept().await.unwrap();
+        let n = second.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"GET /closing/second "),
+            "{:?}",
+            &buf[..n]
+        );
+        second.write_all(answer).await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    let up = Upstream::start().await;
+    let extra =
+        format!("[[routes]]\npath = \"/closing\"\nupstream = \"http://{addr}\"\nauth = \"none\"\n");
+    let gw = gateway_with(&up, &extra).await;
+    let mut client = TcpStream::connect(gw.addr).await.unwrap();
+    client
+        .write_all(&http_request("GET", "/closing/first", KEEP_ALIVE))
+        .await
+        .unwrap();
+    let (head, _) = read_head(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The close and the next request reach the gateway together.
+    client
+        .write_all(&http_request("GET", "/closing/second", KEEP_ALIVE))
+        .await
+        .unwrap();
+    close_first.notify_one();
+    let (head, _) = read_head(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[tokio::test]
+async fn a_download_the_client_abandons_does_not_return_its_connection() {
+    let up = Upstream::start().await;
+    let gw = gateway_with(&up, "").await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(&http_request("GET", "/public/download/100000000", &[]))
+        .await
+        .unwrap();
+    let (head, _) = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    drop(stream);
+    // The upstream connection is mid-answer: never handed to another request.
+    let res = raw_request(gw.addr, "GET", "/public/after", &[]).await;
+    assert_eq!(res.status, 200, "{res:?}");
+    assert_eq!(up.next_request().await.target, "/public/download/100000000");
+    assert_eq!(up.next_request().await.target, "/public/after");
+    assert_eq!(up.connections(), 2);
 }
 
 /// Reads until the end of a response head; returns the head and whatever

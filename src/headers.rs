@@ -94,7 +94,9 @@ pub fn is_identity_name(name: &str, identity: &IdentityConfig) -> bool {
 /// every header named in `Connection` from a client request (or its
 /// trailers).
 pub fn strip_client_headers(headers: &mut HeaderMap, identity: &IdentityConfig) {
-    let mut doomed = connection_named(headers);
+    remove_connection_named(headers);
+    // Empty (no allocation) for an ordinary request.
+    let mut doomed = Vec::new();
     for name in headers.keys() {
         if is_hop_by_hop(name)
             || is_identity_name(name.as_str(), identity)
@@ -116,26 +118,39 @@ pub fn strip_response_headers(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let mut doomed = connection_named(headers);
-    doomed.extend(headers.keys().filter(|n| is_hop_by_hop(n)).cloned());
+    remove_connection_named(headers);
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
     for name in &doomed {
         headers.remove(name);
     }
 }
 
-/// The header names listed in `Connection` (no allocation when there is no
-/// `Connection` header, the common case on a keep-alive client).
-fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut named = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',') {
-            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
-                named.push(name);
+/// Removes `Connection` and every header it names (RFC 9110 §7.6.1). Names
+/// are looked up as they are written, never allocated; hop-by-hop ones
+/// (`keep-alive`, the usual one) are left to the caller's pass over the
+/// names.
+fn remove_connection_named(headers: &mut HeaderMap) {
+    let mut lines = headers.get_all(header::CONNECTION).iter();
+    let Some(first) = lines.next().cloned() else {
+        return;
+    };
+    let rest: Vec<HeaderValue> = lines.cloned().collect();
+    headers.remove(header::CONNECTION);
+    for line in std::iter::once(&first).chain(&rest) {
+        let Ok(line) = line.to_str() else { continue };
+        for token in line.split(',').map(str::trim) {
+            let hop_by_hop = HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(token));
+            if !token.is_empty() && !hop_by_hop {
+                headers.remove(token);
             }
         }
     }
-    named
 }
 
 /// Sets exactly one of each identity header; run after [`strip_client_headers`].
@@ -232,6 +247,43 @@ mod tests {
             unionid_header: HeaderName::from_static("x-wx-unionid"),
             appid_header: HeaderName::from_static("x-user-app"),
         }
+    }
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut n: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        n.sort_unstable();
+        n
+    }
+
+    #[test]
+    fn whatever_connection_names_goes_in_either_direction() {
+        let sent = [
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("connection", " x-other ,, bad name!, close"),
+            ("x-secret-hop", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("x-kept", "3"),
+            ("content-type", "text/plain"),
+        ];
+        let mut request = map(&sent);
+        strip_client_headers(&mut request, &identity());
+        assert_eq!(names(&request), ["content-type", "x-kept"]);
+        let mut response = map(&sent);
+        strip_response_headers(&mut response);
+        assert_eq!(names(&response), ["content-type", "x-kept"]);
+        // Nothing hop-by-hop: nothing touched.
+        let mut plain = map(&[("x-kept", "3"), ("content-type", "text/plain")]);
+        strip_response_headers(&mut plain);
+        assert_eq!(names(&plain), ["content-type", "x-kept"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! code only see `Store`.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,7 +125,10 @@ impl SessionStore for Store {
 pub struct MemoryStore {
     sessions: Cache<(String, String), UserSession>,
     /// jti → expiry (Unix seconds); each entry lives until its token would.
-    revoked: Cache<String, u64>,
+    /// Keys are jtis wxgate generated, so foldhash's speed costs nothing.
+    revoked: Cache<String, u64, foldhash::fast::RandomState>,
+    /// Set before the first revocation: until then, no lookup is needed.
+    any_revoked: AtomicBool,
     codes: Cache<(String, String), CodeOutcome>,
 }
 
@@ -151,7 +155,8 @@ impl MemoryStore {
             revoked: Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(UntilExp)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
+            any_revoked: AtomicBool::new(false),
             codes: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(CODE_LIFE)
@@ -175,10 +180,13 @@ impl SessionStore for MemoryStore {
         self.sessions.invalidate(&key(appid, openid));
     }
     async fn revoke(&self, jti: &str, exp: u64) {
+        // Before the entry: a lookup that skips on `false` happened before
+        // this revocation began.
+        self.any_revoked.store(true, Ordering::Release);
         self.revoked.insert(jti.to_owned(), exp);
     }
     async fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked.contains_key(jti)
+        self.any_revoked.load(Ordering::Acquire) && self.revoked.contains_key(jti)
     }
     async fn code_outcome(&self, appid: &str, code: &str) -> Option<CodeOutcome> {
         self.codes.get(&key(appid, code))

@@ -94,11 +94,23 @@ pub fn is_identity_name(name: &str, identity: &IdentityConfig) -> bool {
 /// every header named in `Connection` from a client request (or its
 /// trailers).
 pub fn strip_client_headers(headers: &mut HeaderMap, identity: &IdentityConfig) {
+    strip_request_headers(headers, identity, &[]);
+}
+
+/// [`strip_client_headers`], and the names in `also` (what this request's
+/// route and peer call for), in the same pass over the names: a name that
+/// is not there costs a comparison, not a lookup.
+pub fn strip_request_headers(
+    headers: &mut HeaderMap,
+    identity: &IdentityConfig,
+    also: &[HeaderName],
+) {
     remove_connection_named(headers);
     // Empty (no allocation) for an ordinary request.
     let mut doomed = Vec::new();
     for name in headers.keys() {
         if is_hop_by_hop(name)
+            || also.contains(name)
             || is_identity_name(name.as_str(), identity)
             || is_path_override(name.as_str())
             || is_framing_lookalike(name.as_str())

@@ -83,22 +83,22 @@ pub async fn forward(
         .or_else(|| parts.headers.get(header::HOST).cloned());
 
     let h = &mut parts.headers;
-    headers::strip_client_headers(h, &rt.identity);
-    if !route.forward_token {
-        h.remove(rt.config.auth.token_header.name());
-    }
-    // wxgate answered (or will answer) `Expect: 100-continue` itself.
-    h.remove(header::EXPECT);
+    // wxgate answered (or will answer) `Expect: 100-continue` itself. Other
+    // client-address headers: wxgate ignores them from untrusted peers, and
+    // so must an upstream that might believe them.
+    let untrusted = !headers::is_trusted(conn.peer.ip(), &rt.config.server.trusted_proxies);
+    // (A forwarded token leaves its slot to `Expect` again.)
+    let token = match route.forward_token {
+        true => header::EXPECT,
+        false => rt.config.auth.token_header.name(),
+    };
+    let also = [header::EXPECT, token, headers::X_REAL_IP, header::FORWARDED];
+    let also = if untrusted { &also[..] } else { &also[..2] };
+    headers::strip_request_headers(h, &rt.identity, also);
     if let Some(who) = &verified {
         headers::inject_identity(h, who, &rt.identity);
     }
     headers::set_forwarded(h, &conn.peer_ip, conn.proto, original_host);
-    // Other client-address headers: wxgate ignores them from untrusted peers,
-    // and so must an upstream that might believe them.
-    if !headers::is_trusted(conn.peer.ip(), &rt.config.server.trusted_proxies) {
-        h.remove(headers::X_REAL_IP);
-        h.remove(header::FORWARDED);
-    }
     h.insert(header::HOST, route.upstream.host_header.clone());
     if let Some(protocol) = &upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -184,6 +184,7 @@ pub async fn forward(
 /// The protocol a client asks to upgrade to: HTTP/1.1 `Upgrade: websocket`
 /// with `Connection: upgrade`. Anything else (`h2c`, say) is not upgraded.
 fn websocket_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
+    let protocol = parts.headers.get(header::UPGRADE)?;
     if parts.version != Version::HTTP_11 {
         return None;
     }
@@ -193,7 +194,6 @@ fn websocket_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
                 .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
         })
     });
-    let protocol = parts.headers.get(header::UPGRADE)?;
     let websocket = protocol
         .to_str()
         .is_ok_and(|p| p.trim().eq_ignore_ascii_case("websocket"));

@@ -32,6 +32,13 @@ async fn every_wechat_fault_gets_its_status_in_bounded_time() {
     let s = Setup::with(|c| c.replace("timeout = \"2s\"", "timeout = \"400ms\"")).await;
     let faults = [
         (Fault::Delay(Duration::from_secs(3)), 504, "wechat_timeout"),
+        // The head at once, then a byte every 100 ms: the timeout covers
+        // the whole answer, not just its head.
+        (
+            Fault::Trickle(Duration::from_millis(100)),
+            504,
+            "wechat_timeout",
+        ),
         (Fault::Reset, 503, "wechat_unavailable"),
         (Fault::ConsumeThenDrop, 503, "wechat_unavailable"),
         (Fault::Http502Html, 503, "wechat_unavailable"),

@@ -56,6 +56,9 @@ pub enum Fault {
     EmptySessionKey,
     /// Answer exactly this body with HTTP 200 `text/plain`; nothing is checked.
     Raw(String),
+    /// Check and consume normally; send the head at once, then the body one
+    /// byte per interval.
+    Trickle(Duration),
 }
 
 /// A running fake WeChat API server; dropping it stops the server and its connections.
@@ -299,6 +302,7 @@ enum Action {
 enum Plan {
     Now(Action),
     After(Duration),
+    Trickle(Response, Duration),
 }
 
 async fn serve_connection(shared: Arc<Shared>, mut stream: TcpStream) {
@@ -321,6 +325,7 @@ async fn serve_connection(shared: Arc<Shared>, mut stream: TcpStream) {
         }
         match st.faults.pop_front() {
             Some(Fault::Delay(delay)) => Plan::After(delay),
+            Some(Fault::Trickle(every)) => Plan::Trickle(answer(&mut st, &params, false), every),
             Some(fault) => Plan::Now(faulted(&mut st, &params, fault)),
             None => Plan::Now(Action::Send(answer(&mut st, &params, false))),
         }
@@ -331,6 +336,20 @@ async fn serve_connection(shared: Arc<Shared>, mut stream: TcpStream) {
         Plan::After(delay) => {
             tokio::time::sleep(delay).await;
             Action::Send(answer(&mut shared.lock(), &params, false))
+        }
+        Plan::Trickle(resp, every) => {
+            let bytes = response_bytes(&resp);
+            let body_at = bytes.len() - resp.body.len();
+            if stream.write_all(&bytes[..body_at]).await.is_err() {
+                return;
+            }
+            for byte in &bytes[body_at..] {
+                tokio::time::sleep(every).await;
+                if stream.write_all(std::slice::from_ref(byte)).await.is_err() {
+                    return;
+                }
+            }
+            return;
         }
     };
     match action {
@@ -346,7 +365,7 @@ fn faulted(st: &mut State, params: &HashMap<String, String>, fault: Fault) -> Ac
     let resp = match fault {
         Fault::Errcode(code) => Response::text(200, "OK", error_body(code, false)),
         Fault::ErrcodeAsString(code) => Response::text(200, "OK", error_body(code, true)),
-        Fault::Delay(_) => answer(st, params, false),
+        Fault::Delay(_) | Fault::Trickle(_) => answer(st, params, false),
         Fault::Reset => return Action::Reset,
         Fault::ConsumeThenDrop => {
             let _ = exchange(st, params);
@@ -592,6 +611,12 @@ async fn read_request(stream: &mut TcpStream) -> Result<String, Option<Response>
 }
 
 async fn write_response(stream: &mut TcpStream, resp: &Response) {
+    if stream.write_all(&response_bytes(resp)).await.is_ok() {
+        let _ = stream.shutdown().await;
+    }
+}
+
+fn response_bytes(resp: &Response) -> Vec<u8> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         resp.status,
@@ -605,7 +630,5 @@ async fn write_response(stream: &mut TcpStream, resp: &Response) {
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(resp.body.as_bytes());
-    if stream.write_all(&bytes).await.is_ok() {
-        let _ = stream.shutdown().await;
-    }
+    bytes
 }

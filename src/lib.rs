@@ -60,6 +60,7 @@ pub mod server;
 pub mod session;
 pub mod tls;
 pub mod token;
+pub mod tunnel;
 pub mod upstream_tls;
 pub mod wechat;
 

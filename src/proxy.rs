@@ -153,13 +153,12 @@ pub async fn forward(
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         // The tunnel holds the connection's slot until it closes.
         let slot = conn.slot.clone();
+        let idle = rt.config.server.idle_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
-                    let mut client = TokioIo::new(client);
-                    let mut upstream = TokioIo::new(upstream);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    crate::tunnel::splice(TokioIo::new(client), TokioIo::new(upstream), idle).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }

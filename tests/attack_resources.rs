@@ -24,6 +24,11 @@ fn with_server(up: &Upstream, wechat: &str, keys: &str) -> String {
     base_config(&up.url(), wechat).replace("[server]\n", &format!("[server]\n{keys}\n"))
 }
 
+/// A gateway with these `[server]` keys and no WeChat.
+async fn gateway_with_server(up: &Upstream, keys: &str) -> TestGateway {
+    TestGateway::start(&with_server(up, "http://127.0.0.1:9", keys)).await
+}
+
 /// A healthy request that must succeed while the abuse goes on.
 async fn assert_still_serving(gw: &TestGateway) {
     let res = tokio::time::timeout(BOUND, raw_request(gw.addr, "GET", "/public/ok", &[]))
@@ -35,12 +40,7 @@ async fn assert_still_serving(gw: &TestGateway) {
 #[tokio::test]
 async fn a_crowd_of_slow_heads_is_cut_off_and_others_are_served() {
     let up = Upstream::start().await;
-    let gw = TestGateway::start(&with_server(
-        &up,
-        "http://127.0.0.1:9",
-        "header_timeout = \"400ms\"",
-    ))
-    .await;
+    let gw = gateway_with_server(&up, "header_timeout = \"400ms\"").await;
     let head = b"GET /public/slow HTTP/1.1\r\nHost: gw.test\r\nX-Pad: aaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let mut dribblers = Vec::new();
     for _ in 0..20 {
@@ -145,12 +145,7 @@ async fn huge_declared_login_bodies_are_413_without_reading_them() {
 #[tokio::test]
 async fn idle_connections_past_the_cap_wait_then_get_served() {
     let up = Upstream::start().await;
-    let gw = TestGateway::start(&with_server(
-        &up,
-        "http://127.0.0.1:9",
-        "header_timeout = \"500ms\"\nmax_connections = 8",
-    ))
-    .await;
+    let gw = gateway_with_server(&up, "header_timeout = \"500ms\"\nmax_connections = 8").await;
     let mut idle = Vec::new();
     for _ in 0..8 {
         idle.push(TcpStream::connect(gw.addr).await.unwrap());
@@ -174,7 +169,7 @@ async fn idle_connections_past_the_cap_wait_then_get_served() {
 /// closes it).
 async fn h2_gateway(up: &Upstream, idle: &str) -> (TestGateway, H2Sender, JoinHandle<()>) {
     let keys = format!("idle_timeout = \"{idle}\"");
-    let gw = TestGateway::start(&with_server(up, "http://127.0.0.1:9", &keys)).await;
+    let gw = gateway_with_server(up, &keys).await;
     let (sender, conn) = h2_connect(gw.addr).await;
     (gw, sender, conn)
 }
@@ -284,20 +279,12 @@ async fn the_upstream_connect_timeout_bounds_a_hanging_connect() {
     assert_still_serving(&gw).await;
 }
 
-#[tokio::test]
-async fn a_websocket_tunnel_keeps_its_connection_slot() {
+/// A WebSocket tunnel through the gateway to the echoing upstream, checked
+/// with one round trip.
+async fn open_tunnel(addr: std::net::SocketAddr) -> TcpStream {
     use tokio::io::AsyncReadExt;
 
-    // One slot: while a tunnel is open, the next client waits in the
-    // backlog; when the tunnel closes, it is served.
-    let up = Upstream::start().await;
-    let gw = TestGateway::start(&with_server(
-        &up,
-        "http://127.0.0.1:9",
-        "max_connections = 1",
-    ))
-    .await;
-    let mut tunnel = TcpStream::connect(gw.addr).await.unwrap();
+    let mut tunnel = TcpStream::connect(addr).await.unwrap();
     let handshake = http_request(
         "GET",
         "/public/ws",
@@ -324,14 +311,29 @@ async fn a_websocket_tunnel_keeps_its_connection_slot() {
         "{}",
         String::from_utf8_lossy(&head)
     );
-    // The tunnel works.
+    assert_echoes(&mut tunnel).await;
+    tunnel
+}
+
+async fn assert_echoes(tunnel: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+
     tunnel.write_all(b"ping").await.unwrap();
     let mut echo = [0u8; 4];
     tokio::time::timeout(BOUND, tunnel.read_exact(&mut echo))
         .await
-        .unwrap()
+        .expect("no echo")
         .unwrap();
     assert_eq!(&echo, b"ping");
+}
+
+#[tokio::test]
+async fn a_websocket_tunnel_keeps_its_connection_slot() {
+    // One slot: while a tunnel is open, the next client waits in the
+    // backlog; when the tunnel closes, it is served.
+    let up = Upstream::start().await;
+    let gw = gateway_with_server(&up, "max_connections = 1").await;
+    let tunnel = open_tunnel(gw.addr).await;
 
     let addr = gw.addr;
     let mut waiting =
@@ -348,4 +350,31 @@ async fn a_websocket_tunnel_keeps_its_connection_slot() {
         .expect("never served")
         .unwrap();
     assert_eq!(res.status, 200, "{res:?}");
+}
+
+#[tokio::test]
+async fn a_silent_websocket_tunnel_is_closed_after_idle_timeout() {
+    // One slot, so the tunnel's close is also seen as the slot coming back.
+    let up = Upstream::start().await;
+    let keys = "max_connections = 1\nidle_timeout = \"500ms\"";
+    let gw = gateway_with_server(&up, keys).await;
+    let mut tunnel = open_tunnel(gw.addr).await;
+    // Traffic keeps it open well past the idle timeout.
+    let busy = Instant::now();
+    while busy.elapsed() < Duration::from_millis(1500) {
+        assert_echoes(&mut tunnel).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Then silence: closed (by the gateway, not the upstream, which only
+    // echoes) one to two idle periods after the last byte, which passed
+    // just before this (at most one pause earlier).
+    let silent = Instant::now();
+    assert!(
+        closed_within(&mut tunnel, BOUND).await.is_some(),
+        "a silent tunnel stayed open"
+    );
+    let took = silent.elapsed();
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    // Its slot is free again.
+    assert_still_serving(&gw).await;
 }

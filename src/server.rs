@@ -23,6 +23,12 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
     // connection is accepted, read without a lock).
     let mut tls = config.tls.as_ref().map(|t| t.config.clone());
     let limit = Arc::new(Semaphore::new(config.max_connections));
+    // Linux gives accepted sockets the listener's TCP_NODELAY: one
+    // setsockopt here instead of one per connection.
+    let nodelay_inherited = cfg!(target_os = "linux")
+        && socket2::SockRef::from(&listener)
+            .set_tcp_nodelay(true)
+            .is_ok();
     let (drain, draining) = watch::channel(false);
     // Owned here so that what outlives the grace can be closed.
     let mut connections = JoinSet::new();
@@ -46,7 +52,9 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
+        if !nodelay_inherited {
+            let _ = stream.set_nodelay(true);
+        }
         let conn = Connection {
             gw: gw.clone(),
             peer,

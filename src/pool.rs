@@ -57,8 +57,10 @@ impl UpstreamError {
 }
 
 /// Every upstream's pool, by address. Touched only when a config is built.
+/// Configs hold their pools; a pool no config (and no answer in flight)
+/// uses any more is dropped, closing its idle connections.
 pub struct Pools {
-    by_authority: Mutex<HashMap<Authority, Arc<HostPool>>>,
+    by_authority: Mutex<HashMap<Authority, Weak<HostPool>>>,
     connect_timeout: Duration,
     sweep: Duration,
 }
@@ -77,16 +79,19 @@ impl Pools {
         }
     }
 
-    /// The pool for `authority`, created on first use.
+    /// The pool for `authority`: the one in use, or a new one.
     pub fn get(&self, authority: &Authority) -> Arc<HostPool> {
         let mut pools = self
             .by_authority
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        pools
-            .entry(authority.clone())
-            .or_insert_with(|| Arc::new(HostPool::new(authority, self.connect_timeout, self.sweep)))
-            .clone()
+        pools.retain(|_, pool| pool.strong_count() > 0);
+        if let Some(pool) = pools.get(authority).and_then(Weak::upgrade) {
+            return pool;
+        }
+        let pool = Arc::new(HostPool::new(authority, self.connect_timeout, self.sweep));
+        pools.insert(authority.clone(), Arc::downgrade(&pool));
+        pool
     }
 }
 

@@ -136,3 +136,24 @@ async fn a_refused_connection_is_a_connect_error() {
     let err = pool.send(get("/")).await.unwrap_err();
     assert!(err.is_connect(), "{err}");
 }
+
+#[tokio::test]
+async fn a_pool_is_shared_while_used_and_closed_when_not() {
+    let mut up = upstream().await;
+    let pools = Pools::new(Duration::from_secs(5));
+    let authority = Authority::try_from(up.addr.to_string()).unwrap();
+    let pool = pools.get(&authority);
+    assert!(Arc::ptr_eq(&pool, &pools.get(&authority)));
+    assert_eq!(roundtrip(&pool, "/").await, "ok");
+    assert_eq!(pool.lock().len(), 1);
+    // No config holds it any more (a reload dropped the route): its idle
+    // connection is closed, and the address gets a fresh pool.
+    drop(pool);
+    tokio::time::timeout(Duration::from_secs(10), up.closed.recv())
+        .await
+        .expect("the unused pool's connection is closed");
+    let pool = pools.get(&authority);
+    assert_eq!(pool.lock().len(), 0);
+    assert_eq!(roundtrip(&pool, "/").await, "ok");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+}

@@ -52,7 +52,6 @@ pub(crate) fn pool() -> hyper_util::client::legacy::Builder {
 }
 
 /// Forwards a request that passed route `index`'s checks.
-#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     rt: &Arc<Runtime>,
     index: usize,

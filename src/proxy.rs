@@ -129,20 +129,23 @@ pub async fn forward(
         tracing::warn!(upstream = %route.upstream, error = %e, %cause, connect, "upstream failed");
         Error::UpstreamUnavailable
     };
-    let (mut response, lease) = match (pool, rt.https.get(&route.upstream)) {
-        (Some(pool), _) => match tokio::time::timeout(route.timeout, pool.send(request)).await {
+    let (mut response, lease) = match pool {
+        Some(pool) => match tokio::time::timeout(route.timeout, pool.send(request)).await {
             Err(_) => return Err(Error::UpstreamTimeout),
             Ok(Err(e)) => return Err(failed(&e, e.is_connect())),
             Ok(Ok((response, lease))) => (response, Some(lease)),
         },
-        (None, Some(https)) => {
+        None => {
+            let https = rt
+                .https
+                .get(&route.upstream)
+                .expect("a route without a pool is https://, with a client");
             match tokio::time::timeout(route.timeout, https.request(request)).await {
                 Err(_) => return Err(Error::UpstreamTimeout),
                 Ok(Err(e)) => return Err(failed(&e, e.is_connect())),
                 Ok(Ok(response)) => (response, None),
             }
         }
-        (None, None) => unreachable!("every upstream is http:// or https://"),
     };
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {

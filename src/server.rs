@@ -13,6 +13,15 @@ use tokio::time::Instant;
 use crate::connection::{Connection, Protocols};
 use crate::gateway::Gateway;
 
+/// Sets `TCP_NODELAY` on the listener; true when accepted sockets inherit
+/// it (Linux does), so that it costs one setsockopt, not one per connection.
+fn nodelay_for_accepted(listener: &TcpListener) -> bool {
+    cfg!(target_os = "linux")
+        && socket2::SockRef::from(listener)
+            .set_tcp_nodelay(true)
+            .is_ok()
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting and lets
 /// in-flight requests finish for up to `server.shutdown_grace`.
 pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Output = ()>) {
@@ -23,12 +32,7 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
     // connection is accepted, read without a lock).
     let mut tls = config.tls.as_ref().map(|t| t.config.clone());
     let limit = Arc::new(Semaphore::new(config.max_connections));
-    // Linux gives accepted sockets the listener's TCP_NODELAY: one
-    // setsockopt here instead of one per connection.
-    let nodelay_inherited = cfg!(target_os = "linux")
-        && socket2::SockRef::from(&listener)
-            .set_tcp_nodelay(true)
-            .is_ok();
+    let nodelay_inherited = nodelay_for_accepted(&listener);
     let (drain, draining) = watch::channel(false);
     // Owned here so that what outlives the grace can be closed.
     let mut connections = JoinSet::new();
@@ -89,4 +93,23 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
         }
     }
     connections.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What skipping the per-connection setsockopt relies on.
+    #[tokio::test]
+    async fn accepted_sockets_get_the_listeners_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let inherited = nodelay_for_accepted(&listener);
+        assert_eq!(inherited, cfg!(target_os = "linux"));
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        if inherited {
+            assert!(accepted.nodelay().unwrap());
+        }
+    }
 }

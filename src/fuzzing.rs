@@ -1,5 +1,5 @@
 //! The properties the fuzz targets (`fuzz/`) check, here so that the
-//! normal `cargo test` replays every saved input (`tests/fuzz_regressions.rs`)
+//! normal `cargo test` replays every saved input (`tests/it/fuzz_regressions.rs`)
 //! through exactly the same checks. Each function takes arbitrary bytes and
 //! panics only when wxgate broke a rule, never because the input was bad.
 //! Not an API: hidden from the docs and free to change.

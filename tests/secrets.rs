@@ -4,6 +4,7 @@
 //! Neither the app secret, the signing key, a session_key nor a token may
 //! appear in the log or in any answer (a token only in its own login answer).
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::io;

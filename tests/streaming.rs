@@ -2,6 +2,7 @@
 //! a 100 MB download pass while the process's peak memory barely moves.
 //! Alone in this file (so alone in its process) because it measures RSS.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use common::upstream::Upstream;

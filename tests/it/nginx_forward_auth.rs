@@ -3,15 +3,13 @@
 //! plays the existing service behind nginx. Skipped (loudly) without nginx,
 //! unless `CI` is set.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::nginx::Nginx;
-use common::upstream::Upstream;
-use common::*;
+use crate::common::nginx::Nginx;
+use crate::common::upstream::Upstream;
+use crate::common::*;
 
-const SNIPPET: &str = include_str!("../deploy/forward-auth/nginx.conf");
+const SNIPPET: &str = include_str!("../../deploy/forward-auth/nginx.conf");
 
 /// nginx (trusted by wxgate) with the shipped snippet in front of `up`.
 async fn setup(up: &Upstream) -> Option<(TestGateway, Nginx)> {

@@ -1,4 +1,4 @@
-//! Reading what `deploy/` ships, for the drift checks in `tests/deploy.rs`:
+//! Reading what `deploy/` ships, for the drift checks in `tests/it/deploy.rs`:
 //! multi-document YAML as JSON values (yaml-rust2, YAML 1.2), kustomizations
 //! with their generated ConfigMaps and Secrets, and Dockerfile instructions.
 #![allow(dead_code)]

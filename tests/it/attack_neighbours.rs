@@ -2,18 +2,16 @@
 //! or answering nonsense. Each fault gets the contract's status within a
 //! bounded wait, and while it is under way the gateway serves a healthy
 //! request. The errcode table and which outcomes are remembered are in
-//! `tests/login_faults.rs`; the basic upstream refusal, reset and timeout
-//! in `tests/proxy.rs`.
-
-mod common;
+//! `tests/it/login_faults.rs`; the basic upstream refusal, reset and timeout
+//! in `tests/it/proxy.rs`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::fake_wechat::Fault;
-use common::login_flow::{Answer, Setup};
-use common::upstream::Upstream;
-use common::*;
+use crate::common::fake_wechat::Fault;
+use crate::common::login_flow::{Answer, Setup};
+use crate::common::upstream::Upstream;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -104,7 +102,7 @@ async fn wechat_down_is_503_in_bounded_time() {
     let gw = TestGateway::start(&base_config(&up.url(), &format!("http://{closed}"))).await;
     let started = Instant::now();
     let answer =
-        common::login_flow::login(&gw, serde_json::json!({ "code": "abc0123456789" })).await;
+        crate::common::login_flow::login(&gw, serde_json::json!({ "code": "abc0123456789" })).await;
     answer.assert_error(503, "wechat_unavailable");
     assert!(started.elapsed() < BOUND);
     assert_still_serving(&gw).await;

@@ -2,8 +2,6 @@
 //! timeout, clients that do not speak TLS) and `https://` upstreams (a
 //! route's `ca_file`, untrusted certificates). Every CA is made in the test.
 
-mod common;
-
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,10 +13,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use common::login_flow::set;
-use common::tls::{connect, peer_cert, tls_lines, Leaf, TestCa};
-use common::upstream::Upstream;
-use common::*;
+use crate::common::login_flow::set;
+use crate::common::tls::{connect, peer_cert, tls_lines, Leaf, TestCa};
+use crate::common::upstream::Upstream;
+use crate::common::*;
 use wxgate::Config;
 
 /// A gateway started from a real file in `dir` (so that reloads re-read it)

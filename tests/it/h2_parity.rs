@@ -3,15 +3,13 @@
 //! 404, 405 with `Allow`, 502, 504, login) run over HTTP/1.1 and HTTP/2
 //! prior knowledge in cleartext, and over TLS with ALPN `http/1.1` and `h2`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::fake_wechat::FakeWeChat;
-use common::login_flow::set;
-use common::tls::{tls_lines, Answer, Proto, ProtoClient, TestCa};
-use common::upstream::Upstream;
-use common::*;
+use crate::common::fake_wechat::FakeWeChat;
+use crate::common::login_flow::set;
+use crate::common::tls::{tls_lines, Answer, Proto, ProtoClient, TestCa};
+use crate::common::upstream::Upstream;
+use crate::common::*;
 
 /// A plaintext and an HTTPS gateway serving the same config, and a client
 /// for each protocol.

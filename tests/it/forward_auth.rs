@@ -3,10 +3,8 @@
 //! trust rule for the headers that describe it, and that nothing is ever
 //! forwarded.
 
-mod common;
-
-use common::upstream::Upstream;
-use common::*;
+use crate::common::upstream::Upstream;
+use crate::common::*;
 
 const NO_WECHAT: &str = "http://127.0.0.1:9";
 

@@ -2,12 +2,10 @@
 //! and what a logged-out token can still do (nothing), plus the simulated
 //! WeChat of `[dev] simulate_wechat`.
 
-mod common;
-
 use serde_json::json;
 
-use common::login_flow::*;
-use common::*;
+use crate::common::login_flow::*;
+use crate::common::*;
 use wxgate::session::SessionStore;
 
 fn assert_challenge(answer: &Answer, refused_token: bool) {

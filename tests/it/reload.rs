@@ -2,15 +2,13 @@
 //! request in flight keeps, what a bad file or a start-up-only setting does,
 //! and how it shows in the metrics.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::process::*;
-use common::prom::{scrape, Scrape};
-use common::upstream::Upstream;
-use common::*;
+use crate::common::process::*;
+use crate::common::prom::{scrape, Scrape};
+use crate::common::upstream::Upstream;
+use crate::common::*;
 
 const OTHER_KEY: &str = "a-second-signing-key-0123456789abcdef";
 

@@ -2,10 +2,8 @@
 //! may not say to the upstream, what wxgate injects, hop-by-hop handling and
 //! the forwarding headers. Every request here goes over a raw socket.
 
-mod common;
-
-use common::upstream::{Received, Upstream};
-use common::*;
+use crate::common::upstream::{Received, Upstream};
+use crate::common::*;
 
 const NO_WECHAT: &str = "http://127.0.0.1:9";
 

@@ -3,8 +3,6 @@
 //! implementation (the `jsonwebtoken` crate's RustCrypto backend, not
 //! wxgate's ring code), algorithm confusion over HTTP, and `wxgate keygen`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,10 +11,10 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use common::fake_wechat::FakeWeChat;
-use common::login_flow::{decode, get, login, Answer};
-use common::upstream::Upstream;
-use common::*;
+use crate::common::fake_wechat::FakeWeChat;
+use crate::common::login_flow::{decode, get, login, Answer};
+use crate::common::upstream::Upstream;
+use crate::common::*;
 use wxgate::Config;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wxgate");

@@ -5,12 +5,10 @@
 //! framed one way only (hyper's client re-frames every body). Assertions are
 //! on what the recording upstream received.
 
-mod common;
-
 use std::time::Duration;
 
-use common::upstream::{Received, Upstream};
-use common::*;
+use crate::common::upstream::{Received, Upstream};
+use crate::common::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

@@ -5,8 +5,6 @@
 //! periods, the Dockerfile and the forward-auth snippets are checked
 //! against it.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use wxgate::Config;
 
-use common::manifests::*;
+use crate::common::manifests::*;
 
 /// The uid of the image's `USER`; pods must run as it.
 const IMAGE_UID: i64 = 65532;

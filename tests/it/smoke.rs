@@ -1,6 +1,4 @@
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn a_token_reaches_the_upstream_as_identity() {

@@ -3,14 +3,12 @@
 //! by the upstream. Whatever the spelling, a request without a token either
 //! is refused or reaches the upstream under `/public`, on a path that no
 //! common server reads as anything under `/api`. The single-rule cases
-//! (plain dot segments, `%2f`, `%5c`, NUL) are in `tests/routing.rs`; the
+//! (plain dot segments, `%2f`, `%5c`, NUL) are in `tests/it/routing.rs`; the
 //! normalizer's own properties are proptests in `src/path.rs` and the
 //! `path_normalize` fuzz target.
 
-mod common;
-
-use common::upstream::Upstream;
-use common::*;
+use crate::common::upstream::Upstream;
+use crate::common::*;
 
 /// Sends `path` without a token; returns the status, and checks the
 /// invariant on whatever reached the upstream.

@@ -3,15 +3,13 @@
 //! checks one by one (issuer, audience, expiry, `iat`, `nbf`, ids) are in
 //! `src/token/tests.rs`; here is what an attacker would try first.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::attack::*;
+use crate::common::upstream::Upstream;
+use crate::common::*;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use common::attack::*;
-use common::upstream::Upstream;
-use common::*;
 
 /// Sends each token to the protected route; each must be refused and none
 /// may reach the upstream.

@@ -3,15 +3,13 @@
 //! token, secret or session_key in any line of it; `X-Request-Id` made by
 //! wxgate unless a trusted proxy sent a sane one.
 
-mod common;
-
 use serde_json::{json, Value};
 
-use common::fake_wechat::FakeWeChat;
-use common::login_flow::*;
-use common::process::*;
-use common::upstream::Upstream;
-use common::*;
+use crate::common::fake_wechat::FakeWeChat;
+use crate::common::login_flow::*;
+use crate::common::process::*;
+use crate::common::upstream::Upstream;
+use crate::common::*;
 
 /// What the flow did: the request ids wxgate answered with, in order, and
 /// the values that must appear in no log line.

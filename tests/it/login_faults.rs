@@ -2,16 +2,14 @@
 //! contract's errcode table, transport faults, the lost answer, and which
 //! outcomes are remembered for the code's life.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use common::fake_wechat::{FakeWeChat, Fault};
-use common::login_flow::*;
-use common::upstream::Upstream;
-use common::*;
+use crate::common::fake_wechat::{FakeWeChat, Fault};
+use crate::common::login_flow::*;
+use crate::common::upstream::Upstream;
+use crate::common::*;
 use wxgate::session::SessionStore;
 
 /// Logs in with a fresh valid code after queueing `fault`.

@@ -2,12 +2,10 @@
 //! 401 answers and their challenges, custom token headers, `forward_token`
 //! and per-route `apps`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::upstream::{Received, Upstream};
-use common::*;
+use crate::common::upstream::{Received, Upstream};
+use crate::common::*;
 use wxgate::{Config, Gateway};
 
 const NO_WECHAT: &str = "http://127.0.0.1:9";

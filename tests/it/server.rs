@@ -1,12 +1,10 @@
 //! The listener's own limits (header timeout, head size, header count), the
 //! admin endpoints and the graceful drain at shutdown.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::upstream::Upstream;
-use common::*;
+use crate::common::upstream::Upstream;
+use crate::common::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

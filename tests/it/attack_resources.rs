@@ -1,18 +1,16 @@
 //! Resource abuse: clients that hold connections, send slowly, declare
 //! huge bodies or flood the login. Every phase of a connection has a bound,
 //! and while one client abuses it, another is served. The single cases
-//! already covered are in `tests/server.rs` (a head over
+//! already covered are in `tests/it/server.rs` (a head over
 //! `max_header_bytes`, more than 100 headers, one silent or stalling client,
-//! an idle HTTP/1 keep-alive) and `tests/login.rs` (the login body limit).
-
-mod common;
+//! an idle HTTP/1 keep-alive) and `tests/it/login.rs` (the login body limit).
 
 use std::time::{Duration, Instant};
 
-use common::fake_wechat::FakeWeChat;
-use common::login_flow::{rate_limit, Setup};
-use common::upstream::Upstream;
-use common::*;
+use crate::common::fake_wechat::FakeWeChat;
+use crate::common::login_flow::{rate_limit, Setup};
+use crate::common::upstream::Upstream;
+use crate::common::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;

@@ -1,14 +1,12 @@
 //! The binary itself: exit codes, `check`, `token`, real signals.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::process::*;
+use crate::common::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::process::*;
-use common::*;
 
 /// Runs `wxgate ARGS CONFIG`, asserts exit 0 (showing stderr if not), returns stdout.
 fn stdout_of_success(args: &[&str], config: &Path) -> String {

@@ -1,17 +1,15 @@
 //! Attacks on identity: a client posing as someone else to the upstream, or
 //! steering which rule applies. Already covered elsewhere and not repeated:
 //! `X-WX-*` in every case and with underscores on every route, in trailers
-//! and named in `Connection` (`tests/headers.rs`); an openid with CR/LF from
-//! WeChat (`tests/login_faults.rs`). Here: duplicates, framing tricks around
+//! and named in `Connection` (`tests/it/headers.rs`); an openid with CR/LF from
+//! WeChat (`tests/it/login_faults.rs`). Here: duplicates, framing tricks around
 //! header names, path-override headers, and every kind of hostile openid
 //! WeChat could send, checked all the way to the upstream.
 
-mod common;
-
-use common::fake_wechat::Fault;
-use common::login_flow::Setup;
-use common::upstream::Upstream;
-use common::*;
+use crate::common::fake_wechat::Fault;
+use crate::common::login_flow::Setup;
+use crate::common::upstream::Upstream;
+use crate::common::*;
 
 const PATH_OVERRIDES: &[&str] = &[
     "X-Original-URL",
@@ -256,7 +254,7 @@ mod stripping {
     //! headers a client sends, in any case, with `_` or `-`, repeated or
     //! named in `Connection`, exactly the injected values remain.
 
-    use super::common::*;
+    use crate::common::*;
     use http::{HeaderMap, HeaderName, HeaderValue};
     use proptest::prelude::*;
 

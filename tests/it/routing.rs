@@ -2,12 +2,10 @@
 //! prefix on segment boundaries, host routes first, 404/405, `strip_prefix`
 //! and base paths, path normalization, and never acting as an open proxy.
 
-mod common;
-
 use std::time::Duration;
 
-use common::upstream::Upstream;
-use common::*;
+use crate::common::upstream::Upstream;
+use crate::common::*;
 use tokio::net::TcpListener;
 
 #[tokio::test]

@@ -2,18 +2,16 @@
 //! WeChat, what never does, one WeChat call per code, app selection, the
 //! session_key kept on the server, and the per-client login rate limit.
 
-mod common;
-
 use std::collections::HashMap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::json;
 
-use common::fake_wechat::{FakeWeChat, Fault};
-use common::login_flow::*;
-use common::upstream::Upstream;
-use common::*;
+use crate::common::fake_wechat::{FakeWeChat, Fault};
+use crate::common::login_flow::*;
+use crate::common::upstream::Upstream;
+use crate::common::*;
 use wxgate::session::SessionStore;
 
 /// Decodes a raw query string as the fake (and WeChat) reads it.

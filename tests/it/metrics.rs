@@ -1,16 +1,14 @@
 //! `GET /metrics` on the admin listener: every family the contract lists,
 //! in strictly valid Prometheus text, moving with real traffic.
 
-mod common;
-
 use std::time::Duration;
 
 use serde_json::json;
 
-use common::fake_wechat::Fault;
-use common::login_flow::*;
-use common::prom::{scrape, Scrape};
-use common::*;
+use crate::common::fake_wechat::Fault;
+use crate::common::login_flow::*;
+use crate::common::prom::{scrape, Scrape};
+use crate::common::*;
 
 async fn metrics(gw: &TestGateway) -> Scrape {
     scrape(&gw.admin_url("/metrics")).await
@@ -201,7 +199,7 @@ async fn logins_and_wechat_errcodes_are_counted() {
 
 #[tokio::test]
 async fn open_connections_go_up_and_down() {
-    let up = common::upstream::Upstream::start().await;
+    let up = crate::common::upstream::Upstream::start().await;
     let gw = gateway_with(&up, "").await;
     let open = |m: &Scrape| m.value("wxgate_connections_open", &[]);
     let before = open(&metrics(&gw).await);
@@ -240,7 +238,7 @@ async fn open_connections_go_up_and_down() {
 async fn a_request_its_client_abandons_is_counted_as_499() {
     use http_body_util::Empty;
 
-    let up = common::upstream::Upstream::start().await;
+    let up = crate::common::upstream::Upstream::start().await;
     let gw = gateway_with(&up, "").await;
     // Over HTTP/2 an abort is a stream reset that wxgate sees at once. (An
     // HTTP/1.1 client's FIN may be a half-close, which still gets its answer.)

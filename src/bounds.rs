@@ -2,59 +2,152 @@
 //! so that a client that sends nothing, or stops sending, cannot keep its
 //! connection slot (one of `server.max_connections`).
 //!
-//! - Before the first request: `header_timeout` (hyper's own header timer
-//!   starts only once it knows the protocol, so a silent client or half an
-//!   HTTP/2 preface would otherwise stay forever).
-//! - Between requests: `idle_timeout`. HTTP/1 keep-alive is also bounded by
-//!   hyper's `header_read_timeout`, which runs while it waits for the next
-//!   head; HTTP/2 has no such timer, and a live peer answers keep-alive
-//!   pings, so an HTTP/2 connection that starts no new request for
-//!   `idle_timeout` gets a graceful close (GOAWAY) here.
+//! - Before the first request: `header_timeout` from accept (hyper would
+//!   start a header timer only once it knows the protocol, so a silent
+//!   client or half an HTTP/2 preface would otherwise stay forever).
+//! - Between requests: an HTTP/1 connection must start its next request
+//!   within `header_timeout` of its last answer (a slow head counts, as it
+//!   did with hyper's header timer), and any connection is closed after
+//!   `idle_timeout` without a request in flight. For HTTP/2, where a live
+//!   peer answers keep-alive pings, that close is a graceful one (GOAWAY).
 //! - At shutdown: a graceful close, in-flight requests first.
 //!
 //! A graceful close lets requests in flight finish; only then does the
 //! connection end.
 //!
-//! Cost: a request start is one relaxed atomic add, nothing else. The driver
-//! keeps one timer for the connection's life and looks at the request count
-//! only when it fires (every `idle_timeout`, or at the first-request
-//! deadline if sooner): if requests started since, it re-arms. So an idle connection is closed between one and
-//! two `idle_timeout`s after its last request started, and the per-request
-//! path has no wake-up and no timer to move.
+//! Cost: the per-request path reads the clock once and bumps two counters
+//! (a request starts; its answer is done, [`InFlight`]); it arms no timer.
+//! The driver keeps one timer for the connection's life: when it fires it
+//! looks at the counters and either closes the connection or re-arms for
+//! the exact moment the connection would be quiet for too long.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http_body::{Frame, SizeHint};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
-/// What the connection's service tells its driver.
-#[derive(Default)]
+/// What the connection's requests tell its driver.
 pub struct Activity {
+    /// The clock's origin for `last_done`.
+    base: Instant,
     /// Requests started on this connection so far.
     started: AtomicU64,
+    /// Requests whose answer is done (written, or abandoned) so far.
+    done: AtomicU64,
+    /// When the latest answer was done, in nanoseconds after `base`.
+    last_done: AtomicU64,
 }
 
 impl Activity {
-    /// Called by the service at the start of every request.
-    pub fn request_started(&self) {
+    pub fn new(base: Instant) -> Activity {
+        Activity {
+            base,
+            started: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            last_done: AtomicU64::new(0),
+        }
+    }
+
+    /// Called by the service at the start of every request; the guard it
+    /// returns goes with the answer's body and counts the request done
+    /// when dropped.
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
         self.started.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Requests in flight now, and since when none has been (meaningful
+    /// only when none is).
+    fn quiet_since(&self) -> (u64, u64, Instant) {
+        let done = self.done.load(Ordering::Acquire);
+        let started = self.started.load(Ordering::Relaxed);
+        let at = Duration::from_nanos(self.last_done.load(Ordering::Relaxed));
+        (started, started - done.min(started), self.base + at)
     }
 }
 
-/// Drives `connection` to its end. `first_deadline` bounds the wait for the
-/// first request (accept time + `header_timeout`, so a TLS handshake counts);
-/// `cut` starts its graceful close; `draining` turns true when the server
-/// shuts down.
+/// One request in flight, until its answer's body is dropped: hyper drops
+/// it once the answer is written (or the client is gone), and only then
+/// reads the next request head of an HTTP/1 connection.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let since = self.0.base.elapsed().as_nanos();
+        self.0
+            .last_done
+            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.0.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// An answer's body with its request's [`InFlight`] guard.
+pub struct Tracked<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(body: B, in_flight: InFlight) -> Tracked<B> {
+        Tracked {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// How long a connection may go without a request in flight.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    /// Accept time + `header_timeout`: the first request must have started.
+    pub first_deadline: Instant,
+    /// HTTP/1: `header_timeout`, for every later request head.
+    pub head_timeout: Option<Duration>,
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    /// The longest a connection may be quiet between requests.
+    fn quiet(&self) -> Duration {
+        self.head_timeout
+            .map_or(self.idle_timeout, |h| h.min(self.idle_timeout))
+    }
+}
+
+/// Drives `connection` to its end within `limits`. `cut` starts its
+/// graceful close; `draining` turns true when the server shuts down.
 pub async fn drive<C, E>(
     connection: C,
     mut cut: impl FnMut(Pin<&mut C>),
     activity: &Activity,
-    first_deadline: Instant,
-    idle_timeout: Duration,
+    limits: Limits,
     mut draining: watch::Receiver<bool>,
     peer: SocketAddr,
 ) where
@@ -62,11 +155,11 @@ pub async fn drive<C, E>(
     E: std::fmt::Display,
 {
     let mut connection = pin!(connection);
+    let quiet = limits.quiet();
     let mut timer = pin!(sleep_until(
-        first_deadline.min(Instant::now() + idle_timeout)
+        limits.first_deadline.min(Instant::now() + quiet)
     ));
     let mut cut_started = false;
-    let mut seen = 0;
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -76,23 +169,32 @@ pub async fn drive<C, E>(
                 return;
             }
             () = timer.as_mut(), if !cut_started => {
-                let started = activity.started.load(Ordering::Relaxed);
                 let now = Instant::now();
+                let (started, in_flight, quiet_since) = activity.quiet_since();
                 if started == 0 {
-                    if now < first_deadline {
-                        timer.as_mut().reset(first_deadline.min(now + idle_timeout));
+                    if now < limits.first_deadline {
+                        timer.as_mut().reset(limits.first_deadline.min(now + quiet));
                         continue;
                     }
                     // Nothing arrived: there is nothing to finish either.
                     tracing::debug!(%peer, "no request within header_timeout; closing");
                     return;
                 }
-                if started != seen {
-                    seen = started;
-                    timer.as_mut().reset(now + idle_timeout);
+                if in_flight > 0 {
+                    // Busy: neither idle nor waiting for a head.
+                    timer.as_mut().reset(now + quiet);
                     continue;
                 }
-                tracing::debug!(%peer, "idle for idle_timeout; closing");
+                let deadline = quiet_since + quiet;
+                if now < deadline {
+                    timer.as_mut().reset(deadline);
+                    continue;
+                }
+                if limits.head_timeout.is_some_and(|h| h <= limits.idle_timeout) {
+                    tracing::debug!(%peer, "no request head within header_timeout; closing");
+                } else {
+                    tracing::debug!(%peer, "idle for idle_timeout; closing");
+                }
                 cut(connection.as_mut());
                 cut_started = true;
             }
@@ -103,5 +205,85 @@ pub async fn drive<C, E>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    const HEAD: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(60);
+
+    /// Drives a connection that ends as soon as it is cut; returns when,
+    /// after `base`, the cut came (`None`: dropped without one).
+    async fn cut_after(
+        activity: &Activity,
+        base: Instant,
+        head_timeout: Option<Duration>,
+    ) -> Option<Duration> {
+        let cut_at = Mutex::new(None);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut tx = Some(tx);
+        let connection = async move {
+            let _ = rx.await;
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let limits = Limits {
+            first_deadline: base + HEAD,
+            head_timeout,
+            idle_timeout: IDLE,
+        };
+        let (_keep, draining) = watch::channel(false);
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let cut = |_: Pin<&mut _>| {
+            *cut_at.lock().unwrap() = Some(base.elapsed());
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(());
+            }
+        };
+        drive(connection, cut, activity, limits, draining, peer).await;
+        let at = *cut_at.lock().unwrap();
+        at
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http1_waits_header_timeout_after_the_last_answer_exactly() {
+        let base = Instant::now();
+        let activity = Arc::new(Activity::new(base));
+        let requests = activity.clone();
+        tokio::spawn(async move {
+            // One short request, then one in flight for 35 s.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(requests.request_started());
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let long = requests.request_started();
+            tokio::time::sleep(Duration::from_secs(35)).await;
+            drop(long);
+        });
+        let cut = cut_after(&activity, base, Some(HEAD)).await;
+        // Answered at 40 s: cut at 50 s, not before, not later.
+        assert_eq!(cut, Some(Duration::from_secs(50)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_waits_idle_timeout_after_the_last_answer() {
+        let base = Instant::now();
+        let activity = Arc::new(Activity::new(base));
+        drop(activity.request_started());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        drop(activity.request_started());
+        let cut = cut_after(&activity, base, None).await;
+        assert_eq!(cut, Some(Duration::from_secs(63)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_first_request_is_dropped_at_the_first_deadline() {
+        let base = Instant::now();
+        let activity = Activity::new(base);
+        let started = Instant::now();
+        assert_eq!(cut_after(&activity, base, Some(HEAD)).await, None);
+        assert_eq!(started.elapsed(), HEAD);
     }
 }

@@ -28,7 +28,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::bounds::{self, Activity};
+use crate::body::Body;
+use crate::bounds::{self, Activity, Limits, Tracked};
 use crate::config::ServerConfig;
 use crate::gateway::{ConnInfo, Gateway};
 use crate::metrics::OpenConnection;
@@ -49,36 +50,22 @@ pub struct Protocols {
     http2: http2::Builder<TokioExecutor>,
 }
 
-/// The same HTTP/1.1 settings on hyper's builder and on the auto builder's
-/// half: two types with the same methods.
-macro_rules! http1_settings {
-    ($builder:expr, $config:expr) => {
-        $builder
-            .timer(TokioTimer::new())
-            .header_read_timeout($config.header_timeout)
-            .max_buf_size($config.max_header_bytes.max(MIN_BUF_SIZE))
+impl Protocols {
+    pub fn new(config: &ServerConfig) -> Protocols {
+        let mut http1 = http1::Builder::new();
+        // No hyper timer: `header_timeout` for later request heads is
+        // `bounds`'s, which arms no timer per request.
+        http1
+            .max_buf_size(config.max_header_bytes.max(MIN_BUF_SIZE))
             // A client that shuts its write side after a request still gets
             // the answer (without this, hyper drops a request that the
             // upstream may already have acted on).
             .half_close(true)
-            .keep_alive(true)
-    };
-}
-
-macro_rules! http2_settings {
-    ($builder:expr, $config:expr) => {
-        $builder
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from($config.max_header_bytes).unwrap_or(u32::MAX))
-    };
-}
-
-impl Protocols {
-    pub fn new(config: &ServerConfig) -> Protocols {
-        let mut http1 = http1::Builder::new();
-        http1_settings!(http1, config);
+            .keep_alive(true);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2_settings!(http2, config);
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
         Protocols { http1, http2 }
     }
 }
@@ -91,7 +78,10 @@ pub struct Connection {
     /// The TLS handshake and the first request head must be done by then
     /// (accept time + `server.header_timeout`).
     pub deadline: Instant,
-    /// A connection that starts no request for this long is closed.
+    /// Each later HTTP/1 request head must start within this of the last
+    /// answer.
+    pub header_timeout: std::time::Duration,
+    /// A connection with no request in flight for this long is closed.
     pub idle_timeout: std::time::Duration,
     /// Turns true when the server drains.
     pub draining: watch::Receiver<bool>,
@@ -166,6 +156,7 @@ impl Connection {
         let conn = Box::pin(protocols.http2.serve_connection(io, service));
         self.drive(
             conn,
+            None,
             |c| c.get_mut().as_mut().graceful_shutdown(),
             &activity,
         )
@@ -184,8 +175,10 @@ impl Connection {
                 .serve_connection(io, service)
                 .with_upgrades(),
         );
+        let head_timeout = Some(self.header_timeout);
         self.drive(
             conn,
+            head_timeout,
             |c| c.get_mut().as_mut().graceful_shutdown(),
             &activity,
         )
@@ -202,9 +195,9 @@ impl Connection {
     ) -> (
         impl hyper::service::Service<
                 http::Request<hyper::body::Incoming>,
-                Response = http::Response<crate::body::Body>,
+                Response = http::Response<Tracked<Body>>,
                 Error = Infallible,
-                Future = impl Future<Output = Result<http::Response<crate::body::Body>, Infallible>>
+                Future = impl Future<Output = Result<http::Response<Tracked<Body>>, Infallible>>
                              + Send
                              + 'static,
             > + Send
@@ -214,12 +207,15 @@ impl Connection {
         let mut conn_info = ConnInfo::new(self.peer, proto);
         conn_info.slot = Some(self.permit.clone());
         let gw = self.gw.clone();
-        let activity = Arc::new(Activity::default());
-        let started = activity.clone();
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let requests = activity.clone();
         let service = service_fn(move |req| {
-            started.request_started();
+            let in_flight = requests.request_started();
             let (gw, conn_info) = (gw.clone(), conn_info.clone());
-            async move { Ok::<_, Infallible>(gw.handle(req, conn_info).await) }
+            async move {
+                let answer = gw.handle(req, conn_info).await;
+                Ok::<_, Infallible>(answer.map(|body| Tracked::new(body, in_flight)))
+            }
         });
         (service, activity)
     }
@@ -227,21 +223,22 @@ impl Connection {
     /// Runs `conn` to its end, bounded at every phase (see [`bounds`]).
     /// hyper's connection state is a few KiB: boxed once, it is not copied
     /// each time a future holding it is built.
-    async fn drive<C, E>(self, conn: C, graceful: impl FnMut(Pin<&mut C>), activity: &Activity)
-    where
+    async fn drive<C, E>(
+        self,
+        conn: C,
+        head_timeout: Option<std::time::Duration>,
+        graceful: impl FnMut(Pin<&mut C>),
+        activity: &Activity,
+    ) where
         C: Future<Output = Result<(), E>>,
         E: Display,
     {
-        bounds::drive(
-            conn,
-            graceful,
-            activity,
-            self.deadline,
-            self.idle_timeout,
-            self.draining,
-            self.peer,
-        )
-        .await;
+        let limits = Limits {
+            first_deadline: self.deadline,
+            head_timeout,
+            idle_timeout: self.idle_timeout,
+        };
+        bounds::drive(conn, graceful, activity, limits, self.draining, self.peer).await;
         drop((self.permit, self.open));
     }
 }

@@ -64,6 +64,7 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
             peer,
             protocols: protocols.clone(),
             deadline: Instant::now() + config.header_timeout,
+            header_timeout: config.header_timeout,
             idle_timeout: config.idle_timeout,
             draining: draining.clone(),
             permit: Arc::new(permit),

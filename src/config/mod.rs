@@ -102,7 +102,8 @@ pub struct ServerConfig {
     pub tls: Option<ServerTls>,
     /// Default upstream timeout for routes without their own.
     pub request_timeout: Duration,
-    /// Time allowed to receive a complete request head.
+    /// Time allowed to receive a complete request head: the first from
+    /// accept, a later HTTP/1 one from the previous answer.
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -110,9 +111,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Connections beyond this wait in the kernel's accept queue.
     pub max_connections: usize,
-    /// A connection that starts no request for this long is closed
-    /// gracefully (HTTP/2 above all: HTTP/1 is also bounded by
-    /// `header_timeout` while it waits for the next head).
+    /// A connection with no request in flight for this long after its last
+    /// answer is closed gracefully (HTTP/2 above all: HTTP/1 is also
+    /// bounded by `header_timeout` while it waits for the next head).
     pub idle_timeout: Duration,
     /// Time allowed to open a connection to an upstream.
     pub connect_timeout: Duration,

@@ -88,6 +88,62 @@ async fn an_idle_keep_alive_connection_is_closed_after_header_timeout() {
     assert_eq!(up.next_request().await.target, "/public/k");
 }
 
+/// `header_timeout` bounds the wait for the next head, counted from the
+/// last answer: a request in flight for several header timeouts keeps its
+/// keep-alive connection, and the idle connection after it is closed no
+/// sooner than one header timeout later.
+#[tokio::test]
+async fn header_timeout_counts_from_the_last_answer_not_from_the_request() {
+    const HEADER_TIMEOUT: Duration = Duration::from_millis(300);
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&config_with_server(&up, "header_timeout = \"300ms\"")).await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let get = |path: &str| {
+        http::Request::get(path)
+            .header("host", "gw.test")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+
+    let held = sender.send_request(get("/public/hold"));
+    let release = async {
+        assert_eq!(up.next_request().await.target, "/public/hold");
+        // The scenario, not a synchronization: the answer is held for three
+        // header timeouts.
+        tokio::time::sleep(3 * HEADER_TIMEOUT).await;
+        up.release_hold();
+    };
+    let (held, ()) = tokio::join!(held, release);
+    let held = held.expect("the held request is answered");
+    assert_eq!(held.status(), 200);
+    assert_eq!(held.headers().get("connection"), None, "{held:?}");
+    drop(held);
+
+    // Same connection, so it was neither cut nor marked for closing.
+    sender.ready().await.expect("the connection is still open");
+    let second = sender.send_request(get("/public/second")).await.unwrap();
+    assert_eq!(second.status(), 200);
+    drop(second);
+    let answered = Instant::now();
+
+    tokio::time::timeout(BOUND, conn)
+        .await
+        .expect("the idle connection is closed")
+        .unwrap()
+        .unwrap();
+    let idle = answered.elapsed();
+    // The answer left the server a little before it was read here.
+    assert!(
+        idle >= HEADER_TIMEOUT - Duration::from_millis(50),
+        "closed {idle:?} after the last answer"
+    );
+}
+
 fn head_with_header(name: &str, value_len: usize) -> Vec<u8> {
     let value = "v".repeat(value_len);
     http_request("GET", "/public/big", &[(name, value.as_str())])

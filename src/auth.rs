@@ -31,8 +31,9 @@ pub fn extract_token<'a>(
             "more than one token header",
         )));
     }
-    let text = value
-        .to_str()
+    // UTF-8, not `to_str`'s visible ASCII: checked 16 bytes at a time, and a
+    // token is ASCII anyway (anything else fails its own checks).
+    let text = std::str::from_utf8(value.as_bytes())
         .map_err(|_| Error::Token(TokenError::Invalid("not text")))?
         .trim();
     let token = match header {

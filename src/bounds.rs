@@ -21,12 +21,13 @@
 //! looks at the counters and either closes the connection or re-arms for
 //! the exact moment the connection would be quiet for too long.
 
+use std::future::poll_fn;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http_body::{Frame, SizeHint};
@@ -141,8 +142,53 @@ impl Limits {
     }
 }
 
+/// What the driver's timer found.
+enum Tick {
+    /// Look again then.
+    Rearm(Instant),
+    /// No first request in time: close, with nothing to finish.
+    Drop,
+    /// Quiet for too long: close gracefully.
+    Cut,
+}
+
+fn on_timer(activity: &Activity, limits: &Limits, now: Instant, peer: SocketAddr) -> Tick {
+    let quiet = limits.quiet();
+    let (started, in_flight, quiet_since) = activity.quiet_since();
+    if started == 0 {
+        if now < limits.first_deadline {
+            return Tick::Rearm(limits.first_deadline.min(now + quiet));
+        }
+        tracing::debug!(%peer, "no request within header_timeout; closing");
+        return Tick::Drop;
+    }
+    if in_flight > 0 {
+        // Busy: neither idle nor waiting for a head.
+        return Tick::Rearm(now + quiet);
+    }
+    let deadline = quiet_since + quiet;
+    if now < deadline {
+        return Tick::Rearm(deadline);
+    }
+    if limits
+        .head_timeout
+        .is_some_and(|h| h <= limits.idle_timeout)
+    {
+        tracing::debug!(%peer, "no request head within header_timeout; closing");
+    } else {
+        tracing::debug!(%peer, "idle for idle_timeout; closing");
+    }
+    Tick::Cut
+}
+
 /// Drives `connection` to its end within `limits`. `cut` starts its
 /// graceful close; `draining` turns true when the server shuts down.
+///
+/// The connection's task wakes a few times per request, for the
+/// connection's sake; the timer and the drain signal are polled only when
+/// they can be ready (the timer has elapsed, the signal has changed) or
+/// when this task's waker is not the one they hold, which saves two polls
+/// per wake-up.
 pub async fn drive<C, E>(
     connection: C,
     mut cut: impl FnMut(Pin<&mut C>),
@@ -155,56 +201,56 @@ pub async fn drive<C, E>(
     E: std::fmt::Display,
 {
     let mut connection = pin!(connection);
-    let quiet = limits.quiet();
     let mut timer = pin!(sleep_until(
-        limits.first_deadline.min(Instant::now() + quiet)
+        limits.first_deadline.min(Instant::now() + limits.quiet())
     ));
-    let mut cut_started = false;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
+    let probe = draining.clone();
+    let mut drained = pin!(async move {
+        while !*draining.borrow_and_update() {
+            if draining.changed().await.is_err() {
+                break;
             }
-            () = timer.as_mut(), if !cut_started => {
-                let now = Instant::now();
-                let (started, in_flight, quiet_since) = activity.quiet_since();
-                if started == 0 {
-                    if now < limits.first_deadline {
-                        timer.as_mut().reset(limits.first_deadline.min(now + quiet));
-                        continue;
-                    }
-                    // Nothing arrived: there is nothing to finish either.
-                    tracing::debug!(%peer, "no request within header_timeout; closing");
-                    return;
-                }
-                if in_flight > 0 {
-                    // Busy: neither idle nor waiting for a head.
-                    timer.as_mut().reset(now + quiet);
+        }
+    });
+    let mut watching = true;
+    let mut registered: Option<Waker> = None;
+    let ended = poll_fn(|cx| loop {
+        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        if !watching {
+            return Poll::Pending;
+        }
+        let fresh = !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if fresh {
+            registered = Some(cx.waker().clone());
+        }
+        if (fresh || probe.has_changed().unwrap_or(true)) && drained.as_mut().poll(cx).is_ready() {
+            cut(connection.as_mut());
+            watching = false;
+            continue;
+        }
+        if (fresh || timer.is_elapsed()) && timer.as_mut().poll(cx).is_ready() {
+            match on_timer(activity, &limits, Instant::now(), peer) {
+                Tick::Rearm(at) => {
+                    timer.as_mut().reset(at);
+                    // Polled again at once, to take the waker.
+                    registered = None;
                     continue;
                 }
-                let deadline = quiet_since + quiet;
-                if now < deadline {
-                    timer.as_mut().reset(deadline);
-                    continue;
-                }
-                if limits.head_timeout.is_some_and(|h| h <= limits.idle_timeout) {
-                    tracing::debug!(%peer, "no request head within header_timeout; closing");
-                } else {
-                    tracing::debug!(%peer, "idle for idle_timeout; closing");
-                }
-                cut(connection.as_mut());
-                cut_started = true;
-            }
-            changed = draining.changed(), if !cut_started => {
-                if changed.is_err() || *draining.borrow() {
+                Tick::Drop => return Poll::Ready(None),
+                Tick::Cut => {
                     cut(connection.as_mut());
-                    cut_started = true;
+                    watching = false;
+                    continue;
                 }
             }
         }
+        return Poll::Pending;
+    })
+    .await;
+    if let Some(Err(e)) = ended {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -223,6 +269,16 @@ mod tests {
         base: Instant,
         head_timeout: Option<Duration>,
     ) -> Option<Duration> {
+        let (_keep, draining) = watch::channel(false);
+        cut_or_drained_after(activity, base, head_timeout, draining).await
+    }
+
+    async fn cut_or_drained_after(
+        activity: &Activity,
+        base: Instant,
+        head_timeout: Option<Duration>,
+        draining: watch::Receiver<bool>,
+    ) -> Option<Duration> {
         let cut_at = Mutex::new(None);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let mut tx = Some(tx);
@@ -235,7 +291,6 @@ mod tests {
             head_timeout,
             idle_timeout: IDLE,
         };
-        let (_keep, draining) = watch::channel(false);
         let peer = "127.0.0.1:1".parse().unwrap();
         let cut = |_: Pin<&mut _>| {
             *cut_at.lock().unwrap() = Some(base.elapsed());
@@ -285,5 +340,21 @@ mod tests {
         let started = Instant::now();
         assert_eq!(cut_after(&activity, base, Some(HEAD)).await, None);
         assert_eq!(started.elapsed(), HEAD);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_cuts_a_busy_connection_at_once() {
+        let base = Instant::now();
+        let activity = Arc::new(Activity::new(base));
+        let _busy = activity.request_started();
+        let (drain, draining) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drain.send_replace(true);
+            // Kept until the end, as the server keeps it.
+            std::future::pending::<()>().await;
+        });
+        let cut = cut_or_drained_after(&activity, base, Some(HEAD), draining).await;
+        assert_eq!(cut, Some(Duration::from_secs(5)));
     }
 }

@@ -105,18 +105,23 @@ pub fn strip_request_headers(
     identity: &IdentityConfig,
     also: &[HeaderName],
 ) {
-    remove_connection_named(headers);
     // Empty (no allocation) for an ordinary request.
     let mut doomed = Vec::new();
+    let mut connection = false;
     for name in headers.keys() {
-        if is_hop_by_hop(name)
-            || also.contains(name)
+        if is_hop_by_hop(name) {
+            connection |= name == header::CONNECTION;
+            doomed.push(name.clone());
+        } else if also.contains(name)
             || is_identity_name(name.as_str(), identity)
             || is_path_override(name.as_str())
             || is_framing_lookalike(name.as_str())
         {
             doomed.push(name.clone());
         }
+    }
+    if connection {
+        remove_connection_named(headers);
     }
     for name in &doomed {
         headers.remove(name);
@@ -125,9 +130,19 @@ pub fn strip_request_headers(
 
 /// Response headers that belong to the upstream connection only.
 pub fn strip_response_headers(headers: &mut HeaderMap) {
-    // One pass over what is there, then a removal only for what is present
-    // (most upstreams send just `Connection: keep-alive`).
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over what is there, then a removal only for what is present.
+    let (mut hop_by_hop, mut connection) = (0, false);
+    for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
+        hop_by_hop += 1;
+        connection |= name == header::CONNECTION;
+    }
+    if hop_by_hop == 0 {
+        return;
+    }
+    // What most upstreams send: `Connection: keep-alive` (or `close`), and
+    // nothing else of the kind.
+    if hop_by_hop == 1 && connection && names_only_hop_by_hop(headers) {
+        headers.remove(header::CONNECTION);
         return;
     }
     remove_connection_named(headers);
@@ -139,6 +154,20 @@ pub fn strip_response_headers(headers: &mut HeaderMap) {
     for name in &doomed {
         headers.remove(name);
     }
+}
+
+/// Does every `Connection` line name only hop-by-hop fields (or nothing)?
+fn names_only_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().all(|line| {
+        line.to_str().is_ok_and(|line| {
+            line.split(',').map(str::trim).all(|token| {
+                token.is_empty()
+                    || HOP_BY_HOP
+                        .iter()
+                        .any(|h| h.as_str().eq_ignore_ascii_case(token))
+            })
+        })
+    })
 }
 
 /// Removes `Connection` and every header it names (RFC 9110 §7.6.1). Names
@@ -296,6 +325,25 @@ mod tests {
         let mut plain = map(&[("x-kept", "3"), ("content-type", "text/plain")]);
         strip_response_headers(&mut plain);
         assert_eq!(names(&plain), ["content-type", "x-kept"]);
+        // `Connection` alone, naming hop-by-hop fields only (the common
+        // answer), or naming another field on a second line.
+        for (lines, kept) in [
+            (&[("connection", "Keep-Alive")][..], &["x-kept"][..]),
+            (&[("connection", " close ,")][..], &["x-kept"][..]),
+            (
+                &[("connection", "keep-alive"), ("connection", "x-kept")][..],
+                &[][..],
+            ),
+        ] {
+            let mut response = map(lines);
+            response.append("x-kept", HeaderValue::from_static("3"));
+            strip_response_headers(&mut response);
+            assert_eq!(names(&response), kept, "{lines:?}");
+        }
+        // A request without `Connection` loses only what it must.
+        let mut request = map(&[("keep-alive", "5"), ("te", "trailers"), ("x-kept", "3")]);
+        strip_client_headers(&mut request, &identity());
+        assert_eq!(names(&request), ["x-kept"]);
     }
 
     #[test]

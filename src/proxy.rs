@@ -75,13 +75,15 @@ pub async fn forward(
     // The host the request was routed on: an absolute-form or HTTP/2
     // authority wins over `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1), so the
     // upstream never hears of a host other than the one that was judged.
-    let original_host = parts
+    let authority = parts
         .uri
         .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        .or_else(|| parts.headers.get(header::HOST).cloned());
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
 
     let h = &mut parts.headers;
+    // (`insert` hands back the client's `Host`.)
+    let client_host = h.insert(header::HOST, route.upstream.host_header.clone());
+    let original_host = authority.or(client_host);
     // wxgate answered (or will answer) `Expect: 100-continue` itself. Other
     // client-address headers: wxgate ignores them from untrusted peers, and
     // so must an upstream that might believe them.
@@ -98,7 +100,6 @@ pub async fn forward(
         headers::inject_identity(h, who, &rt.identity);
     }
     headers::set_forwarded(h, &conn.peer_ip, conn.proto, original_host);
-    h.insert(header::HOST, route.upstream.host_header.clone());
     if let Some(protocol) = &upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, protocol.clone());

@@ -179,8 +179,10 @@ pub(crate) fn strip_port(host: &str) -> &str {
     if let Some(end) = host.strip_prefix('[').and_then(|h| h.find(']')) {
         return &host[..end + 2];
     }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+    // Digits after the last `:` are a port.
+    let digits = host.bytes().rev().take_while(u8::is_ascii_digit).count();
+    match host.len().checked_sub(digits + 1) {
+        Some(colon) if host.as_bytes()[colon] == b':' => &host[..colon],
         _ => host,
     }
 }

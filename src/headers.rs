@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::config::IdentityConfig;
@@ -63,6 +63,25 @@ fn is_framing_lookalike(name: &str) -> bool {
 
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
+}
+
+/// Which hop-by-hop fields a request has, from one pass over its names
+/// (cheaper than a lookup per field).
+#[derive(Clone, Copy, Default)]
+pub struct HopByHop {
+    pub te: bool,
+    pub upgrade: bool,
+}
+
+impl HopByHop {
+    pub fn of(headers: &HeaderMap) -> HopByHop {
+        let mut seen = HopByHop::default();
+        for name in headers.keys() {
+            seen.te |= name == header::TE;
+            seen.upgrade |= name == header::UPGRADE;
+        }
+        seen
+    }
 }
 
 /// `a` equals `b` ignoring ASCII case and reading `_` as `-`.
@@ -211,18 +230,21 @@ pub fn set_forwarded(
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    if headers.contains_key(&X_FORWARDED_FOR) {
-        let mut xff = Vec::new();
-        for value in headers.get_all(&X_FORWARDED_FOR) {
-            xff.extend_from_slice(value.as_bytes());
-            xff.extend_from_slice(b", ");
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut entry) => {
+            let mut xff = Vec::new();
+            for value in entry.iter() {
+                xff.extend_from_slice(value.as_bytes());
+                xff.extend_from_slice(b", ");
+            }
+            xff.extend_from_slice(peer_ip.as_bytes());
+            if let Ok(value) = HeaderValue::from_bytes(&xff) {
+                entry.insert(value);
+            }
         }
-        xff.extend_from_slice(peer_ip.as_bytes());
-        if let Ok(value) = HeaderValue::from_bytes(&xff) {
-            headers.insert(X_FORWARDED_FOR, value);
+        Entry::Vacant(entry) => {
+            entry.insert(peer_ip.clone());
         }
-    } else {
-        headers.insert(X_FORWARDED_FOR, peer_ip.clone());
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {

@@ -62,16 +62,18 @@ pub async fn forward(
     verified: Option<Arc<Verified>>,
 ) -> Result<Response<Body>, Error> {
     let route = rt.router.route(index);
-    let upgrade = websocket_upgrade(&parts);
+    let present = headers::HopByHop::of(&parts.headers);
+    let upgrade = present.upgrade.then(|| websocket_upgrade(&parts)).flatten();
     let client_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
-    let wants_trailers = parts.headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
+    let wants_trailers = present.te
+        && parts.headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
     // The host the request was routed on: an absolute-form or HTTP/2
     // authority wins over `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1), so the
     // upstream never hears of a host other than the one that was judged.

@@ -25,16 +25,17 @@ use std::future::poll_fn;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http_body::{Frame, SizeHint};
 use tokio::sync::watch;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 /// What the connection's requests tell its driver.
+#[derive(Debug)]
 pub struct Activity {
     /// The clock's origin for `last_done`.
     base: Instant,
@@ -44,6 +45,10 @@ pub struct Activity {
     done: AtomicU64,
     /// When the latest answer was done, in nanoseconds after `base`.
     last_done: AtomicU64,
+    /// HTTP/1: when the request in flight stops waiting for its upstream
+    /// (nanoseconds after `base`; 0: no such wait), and whether it has.
+    upstream_deadline: AtomicU64,
+    upstream_expired: AtomicBool,
 }
 
 impl Activity {
@@ -53,6 +58,22 @@ impl Activity {
             started: AtomicU64::new(0),
             done: AtomicU64::new(0),
             last_done: AtomicU64::new(0),
+            upstream_deadline: AtomicU64::new(0),
+            upstream_expired: AtomicBool::new(false),
+        }
+    }
+
+    fn nanos_since_base(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.base).as_nanos();
+        u64::try_from(since).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// The pending upstream deadline, unless it has already passed.
+    fn upstream_deadline(&self) -> Option<Instant> {
+        match self.upstream_deadline.load(Ordering::Relaxed) {
+            0 => None,
+            _ if self.upstream_expired.load(Ordering::Relaxed) => None,
+            at => Some(self.base + Duration::from_nanos(at)),
         }
     }
 
@@ -81,10 +102,8 @@ pub struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let since = self.0.base.elapsed().as_nanos();
-        self.0
-            .last_done
-            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let now = self.0.nanos_since_base(Instant::now());
+        self.0.last_done.store(now, Ordering::Relaxed);
         self.0.done.fetch_add(1, Ordering::Release);
     }
 }
@@ -124,6 +143,66 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// `wait` if it ends by a deadline, else `None`: an upstream's answer
+    /// within the route's timeout. Over HTTP/1 the connection's driver
+    /// keeps the time (hyper polls the request in the driver's task), so
+    /// no timer is armed per request; otherwise a timer of its own does.
+    pub struct Within<'a, F> {
+        #[pin]
+        wait: F,
+        #[pin]
+        timer: Option<Sleep>,
+        clock: Option<&'a Activity>,
+    }
+
+    impl<'a, F> PinnedDrop for Within<'a, F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(clock) = this.clock {
+                clock.upstream_deadline.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<'a, F: Future> Within<'a, F> {
+    /// Bounds `wait` by `at`, on `clock` (an HTTP/1 connection's
+    /// [`Activity`]) when there is one.
+    pub fn new(clock: Option<&'a Activity>, at: Instant, wait: F) -> Self {
+        let timer = match clock {
+            Some(clock) => {
+                clock.upstream_expired.store(false, Ordering::Relaxed);
+                let at = clock.nanos_since_base(at);
+                clock.upstream_deadline.store(at, Ordering::Relaxed);
+                None
+            }
+            None => Some(sleep_until(at)),
+        };
+        Within { wait, timer, clock }
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.wait.poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let over = match (this.timer.as_pin_mut(), this.clock) {
+            (Some(timer), _) => timer.poll(cx).is_ready(),
+            (None, Some(clock)) => clock.upstream_expired.load(Ordering::Relaxed),
+            (None, None) => false,
+        };
+        if over {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 /// How long a connection may go without a request in flight.
 #[derive(Clone, Copy)]
 pub struct Limits {
@@ -153,6 +232,10 @@ enum Tick {
 }
 
 fn on_timer(activity: &Activity, limits: &Limits, now: Instant, peer: SocketAddr) -> Tick {
+    if activity.upstream_deadline().is_some_and(|at| now >= at) {
+        // Seen by the request when the connection is polled next.
+        activity.upstream_expired.store(true, Ordering::Relaxed);
+    }
     let quiet = limits.quiet();
     let (started, in_flight, quiet_since) = activity.quiet_since();
     if started == 0 {
@@ -229,6 +312,14 @@ pub async fn drive<C, E>(
             cut(connection.as_mut());
             watching = false;
             continue;
+        }
+        if let Some(at) = activity.upstream_deadline() {
+            if at < timer.deadline() {
+                // A request's upstream wait ends before the next check.
+                timer.as_mut().reset(at);
+                registered = None;
+                continue;
+            }
         }
         if (fresh || timer.is_elapsed()) && timer.as_mut().poll(cx).is_ready() {
             match on_timer(activity, &limits, Instant::now(), peer) {
@@ -356,5 +447,39 @@ mod tests {
         });
         let cut = cut_or_drained_after(&activity, base, Some(HEAD), draining).await;
         assert_eq!(cut, Some(Duration::from_secs(5)));
+    }
+
+    /// hyper polls an HTTP/1 request inside the connection's task: the
+    /// driver's one timer ends its upstream wait on time, whether that comes
+    /// before the driver's next check or after several.
+    #[tokio::test(start_paused = true)]
+    async fn the_driver_times_a_requests_upstream_wait() {
+        for wait in [3, 25] {
+            let base = Instant::now();
+            let activity = Arc::new(Activity::new(base));
+            let ended = Mutex::new(None);
+            let connection = async {
+                let _in_flight = activity.request_started();
+                let deadline = base + Duration::from_secs(wait);
+                let answer =
+                    Within::new(Some(&activity), deadline, std::future::pending::<()>()).await;
+                assert_eq!(answer, None);
+                *ended.lock().unwrap() = Some(base.elapsed());
+                Ok::<(), std::convert::Infallible>(())
+            };
+            let limits = Limits {
+                first_deadline: base + HEAD,
+                head_timeout: Some(HEAD),
+                idle_timeout: IDLE,
+            };
+            let (_keep, draining) = watch::channel(false);
+            let peer = "127.0.0.1:1".parse().unwrap();
+            drive(connection, |_| {}, &activity, limits, draining, peer).await;
+            assert_eq!(*ended.lock().unwrap(), Some(Duration::from_secs(wait)));
+            // A wait that ends in time leaves no deadline behind.
+            let answer = Within::new(Some(&activity), Instant::now() + HEAD, async { 7 }).await;
+            assert_eq!(answer, Some(7));
+            assert_eq!(activity.upstream_deadline(), None);
+        }
     }
 }

@@ -151,7 +151,7 @@ impl Connection {
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let (service, activity) = self.service(proto);
+        let (service, activity) = self.service(proto, false);
         let protocols = self.protocols.clone();
         let conn = Box::pin(protocols.http2.serve_connection(io, service));
         self.drive(
@@ -167,7 +167,7 @@ impl Connection {
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let (service, activity) = self.service(proto);
+        let (service, activity) = self.service(proto, true);
         let protocols = self.protocols.clone();
         let conn = Box::pin(
             protocols
@@ -186,12 +186,15 @@ impl Connection {
     }
 
     /// The request handler, and what it tells the driver of each request.
-    /// (The handler's future is an unnameable `async` block: boxing it to
-    /// name the type would allocate per request.)
+    /// `http1`: hyper polls each request inside the connection's own task,
+    /// so the driver can time its upstream wait. (The handler's future is
+    /// an unnameable `async` block: boxing it to name the type would
+    /// allocate per request.)
     #[allow(clippy::type_complexity)]
     fn service(
         &self,
         proto: &'static str,
+        http1: bool,
     ) -> (
         impl hyper::service::Service<
                 http::Request<hyper::body::Incoming>,
@@ -208,6 +211,9 @@ impl Connection {
         conn_info.slot = Some(self.permit.clone());
         let gw = self.gw.clone();
         let activity = Arc::new(Activity::new(Instant::now()));
+        if http1 {
+            conn_info.clock = Some(activity.clone());
+        }
         let requests = activity.clone();
         let service = service_fn(move |req| {
             let in_flight = requests.request_started();

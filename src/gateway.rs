@@ -112,6 +112,10 @@ pub struct ConnInfo {
     /// The connection's slot under `server.max_connections`, shared so that
     /// a WebSocket tunnel, which outlives hyper's connection, keeps it.
     pub slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    /// HTTP/1: the connection's driver, which times a request's wait for
+    /// its upstream (the request is polled in the driver's own task).
+    /// `None` over HTTP/2, whose requests run in tasks of their own.
+    pub clock: Option<Arc<crate::bounds::Activity>>,
 }
 
 impl ConnInfo {
@@ -122,6 +126,7 @@ impl ConnInfo {
             peer_ip: HeaderValue::from_str(&ip.to_string()).expect("an IP is header text"),
             proto,
             slot: None,
+            clock: None,
         }
     }
 }

@@ -16,6 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::Body;
+use crate::bounds::Within;
 use crate::config::Config;
 use crate::error::Error;
 use crate::gateway::{ConnInfo, Runtime};
@@ -133,20 +134,20 @@ pub async fn forward(
         Error::UpstreamUnavailable
     };
     let (mut response, lease) = match pool {
-        Some(pool) => match tokio::time::timeout(route.timeout, pool.send(request)).await {
-            Err(_) => return Err(Error::UpstreamTimeout),
-            Ok(Err(e)) => return Err(failed(&e, e.is_connect())),
-            Ok(Ok((response, lease))) => (response, Some(lease)),
+        Some(pool) => match within(conn, route.timeout, pool.send(request)).await {
+            None => return Err(Error::UpstreamTimeout),
+            Some(Err(e)) => return Err(failed(&e, e.is_connect())),
+            Some(Ok((response, lease))) => (response, Some(lease)),
         },
         None => {
             let https = rt
                 .https
                 .get(&route.upstream)
                 .expect("a route without a pool is https://, with a client");
-            match tokio::time::timeout(route.timeout, https.request(request)).await {
-                Err(_) => return Err(Error::UpstreamTimeout),
-                Ok(Err(e)) => return Err(failed(&e, e.is_connect())),
-                Ok(Ok(response)) => (response, None),
+            match within(conn, route.timeout, https.request(request)).await {
+                None => return Err(Error::UpstreamTimeout),
+                Some(Err(e)) => return Err(failed(&e, e.is_connect())),
+                Some(Ok(response)) => (response, None),
             }
         }
     };
@@ -183,6 +184,12 @@ pub async fn forward(
     let (mut parts, body) = response.into_parts();
     headers::strip_response_headers(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::upstream(body, lease)))
+}
+
+/// `wait` if it ends within `timeout` (see [`Within`]).
+fn within<F: std::future::Future>(conn: &ConnInfo, timeout: Duration, wait: F) -> Within<'_, F> {
+    let at = tokio::time::Instant::now() + timeout;
+    Within::new(conn.clock.as_deref(), at, wait)
 }
 
 /// The protocol a client asks to upgrade to: HTTP/1.1 `Upgrade: websocket`

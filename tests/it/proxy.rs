@@ -63,6 +63,42 @@ async fn a_slow_upstream_is_504_and_does_not_hold_up_other_requests() {
     up.release_hold();
 }
 
+/// Over HTTP/1 the connection's driver times the upstream wait: a route
+/// timeout longer than the driver's own checks (every `header_timeout`
+/// while a request is in flight) still ends the wait at the timeout, not
+/// at an earlier check, and over HTTP/2 its own timer does.
+#[tokio::test]
+async fn a_route_timeout_longer_than_header_timeout_is_kept_over_both_protocols() {
+    const TIMEOUT: Duration = Duration::from_millis(900);
+    let up = Upstream::start().await;
+    let toml = base_config(&up.url(), "http://127.0.0.1:9")
+        .replace("[server]\n", "[server]\nheader_timeout = \"200ms\"\n")
+        + &format!(
+            "[[routes]]\npath = \"/slow\"\nupstream = \"{}\"\nauth = \"none\"\ntimeout = \"900ms\"\n",
+            up.url()
+        );
+    let gw = TestGateway::start(&toml).await;
+
+    let started = Instant::now();
+    let res = raw_request(gw.addr, "GET", "/slow/hold", &[]).await;
+    let waited = started.elapsed();
+    assert_error(&res, 504, "upstream_timeout");
+    assert!(waited >= TIMEOUT, "504 after {waited:?}");
+    assert!(waited < Duration::from_secs(10), "504 after {waited:?}");
+
+    let (mut h2, _conn) = h2_connect(gw.addr).await;
+    let started = Instant::now();
+    let req = http::Request::get(format!("http://{}/slow/hold", gw.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = h2.send_request(req).await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(res.status(), 504);
+    assert!(waited >= TIMEOUT, "504 after {waited:?}");
+    assert!(waited < Duration::from_secs(10), "504 after {waited:?}");
+    up.release_hold();
+}
+
 #[tokio::test]
 async fn upstream_connections_are_pooled_across_client_connections() {
     let up = Upstream::start().await;

@@ -11,15 +11,19 @@
 //!   `idle_timeout` without a request in flight. For HTTP/2, where a live
 //!   peer answers keep-alive pings, that close is a graceful one (GOAWAY).
 //! - At shutdown: a graceful close, in-flight requests first.
+//! - An HTTP/1 request's wait for its upstream: the route's timeout
+//!   ([`Within`]; hyper polls the request in this driver's task), also
+//!   after a graceful close has begun.
 //!
 //! A graceful close lets requests in flight finish; only then does the
 //! connection end.
 //!
-//! Cost: the per-request path reads the clock once and bumps two counters
-//! (a request starts; its answer is done, [`InFlight`]); it arms no timer.
+//! Cost: the per-request path reads the clock twice (the upstream deadline;
+//! the answer done, [`InFlight`]) and bumps two counters; it arms no timer.
 //! The driver keeps one timer for the connection's life: when it fires it
 //! looks at the counters and either closes the connection or re-arms for
-//! the exact moment the connection would be quiet for too long.
+//! the exact moment the connection would be quiet for too long, or a
+//! request's upstream wait would end.
 
 use std::future::poll_fn;
 use std::future::Future;
@@ -74,6 +78,14 @@ impl Activity {
             0 => None,
             _ if self.upstream_expired.load(Ordering::Relaxed) => None,
             at => Some(self.base + Duration::from_nanos(at)),
+        }
+    }
+
+    /// Ends the upstream wait in flight if its deadline has come: the
+    /// request sees it when the connection is polled next.
+    fn expire_upstream_wait(&self, now: Instant) {
+        if self.upstream_deadline().is_some_and(|at| now >= at) {
+            self.upstream_expired.store(true, Ordering::Relaxed);
         }
     }
 
@@ -232,10 +244,6 @@ enum Tick {
 }
 
 fn on_timer(activity: &Activity, limits: &Limits, now: Instant, peer: SocketAddr) -> Tick {
-    if activity.upstream_deadline().is_some_and(|at| now >= at) {
-        // Seen by the request when the connection is polled next.
-        activity.upstream_expired.store(true, Ordering::Relaxed);
-    }
     let quiet = limits.quiet();
     let (started, in_flight, quiet_since) = activity.quiet_since();
     if started == 0 {
@@ -301,14 +309,14 @@ pub async fn drive<C, E>(
         if let Poll::Ready(result) = connection.as_mut().poll(cx) {
             return Poll::Ready(Some(result));
         }
-        if !watching {
-            return Poll::Pending;
-        }
         let fresh = !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
         if fresh {
             registered = Some(cx.waker().clone());
         }
-        if (fresh || probe.has_changed().unwrap_or(true)) && drained.as_mut().poll(cx).is_ready() {
+        if watching
+            && (fresh || probe.has_changed().unwrap_or(true))
+            && drained.as_mut().poll(cx).is_ready()
+        {
             cut(connection.as_mut());
             watching = false;
             continue;
@@ -322,7 +330,15 @@ pub async fn drive<C, E>(
             }
         }
         if (fresh || timer.is_elapsed()) && timer.as_mut().poll(cx).is_ready() {
-            match on_timer(activity, &limits, Instant::now(), peer) {
+            let now = Instant::now();
+            activity.expire_upstream_wait(now);
+            // Once cut, the connection only finishes what is in flight:
+            // the timer still ends upstream waits, nothing else.
+            let tick = match watching {
+                true => on_timer(activity, &limits, now, peer),
+                false => Tick::Rearm(now + limits.quiet()),
+            };
+            match tick {
                 Tick::Rearm(at) => {
                     timer.as_mut().reset(at);
                     // Polled again at once, to take the waker.
@@ -481,5 +497,42 @@ mod tests {
             assert_eq!(answer, Some(7));
             assert_eq!(activity.upstream_deadline(), None);
         }
+    }
+
+    /// A drain (or an idle cut) lets in-flight requests finish, and the
+    /// driver still ends their upstream waits on time.
+    #[tokio::test(start_paused = true)]
+    async fn upstream_waits_are_timed_after_a_graceful_cut() {
+        let base = Instant::now();
+        let activity = Arc::new(Activity::new(base));
+        let ended = Mutex::new(None);
+        let connection = async {
+            let _in_flight = activity.request_started();
+            let deadline = base + Duration::from_secs(25);
+            let answer = Within::new(Some(&activity), deadline, std::future::pending::<()>()).await;
+            assert_eq!(answer, None);
+            *ended.lock().unwrap() = Some(base.elapsed());
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let limits = Limits {
+            first_deadline: base + HEAD,
+            head_timeout: Some(HEAD),
+            idle_timeout: IDLE,
+        };
+        let (drain, draining) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drain.send_replace(true);
+            std::future::pending::<()>().await;
+        });
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let cut_at = Mutex::new(None);
+        let cut = |_: Pin<&mut _>| *cut_at.lock().unwrap() = Some(base.elapsed());
+        let driven = drive(connection, cut, &activity, limits, draining, peer);
+        tokio::time::timeout(Duration::from_secs(100), driven)
+            .await
+            .expect("the upstream wait never ended");
+        assert_eq!(*cut_at.lock().unwrap(), Some(Duration::from_secs(2)));
+        assert_eq!(*ended.lock().unwrap(), Some(Duration::from_secs(25)));
     }
 }

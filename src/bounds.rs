@@ -394,9 +394,8 @@ mod tests {
             Ok::<(), std::convert::Infallible>(())
         };
         let limits = Limits {
-            first_deadline: base + HEAD,
             head_timeout,
-            idle_timeout: IDLE,
+            ..http1_limits(base)
         };
         let peer = "127.0.0.1:1".parse().unwrap();
         let cut = |_: Pin<&mut _>| {
@@ -465,32 +464,50 @@ mod tests {
         assert_eq!(cut, Some(Duration::from_secs(5)));
     }
 
-    /// hyper polls an HTTP/1 request inside the connection's task: the
-    /// driver's one timer ends its upstream wait on time, whether that comes
-    /// before the driver's next check or after several.
+    /// A connection whose one request waits `secs` on an upstream that
+    /// never answers, as hyper polls it: inside the connection's future.
+    /// `ended` gets the time the wait ended.
+    async fn waiting_connection(
+        activity: &Arc<Activity>,
+        secs: u64,
+        ended: &Mutex<Option<Duration>>,
+    ) -> Result<(), std::convert::Infallible> {
+        let _in_flight = activity.request_started();
+        let deadline = activity.base + Duration::from_secs(secs);
+        let answer = Within::new(Some(activity), deadline, std::future::pending::<()>()).await;
+        assert_eq!(answer, None);
+        *ended.lock().unwrap() = Some(activity.base.elapsed());
+        Ok(())
+    }
+
+    fn http1_limits(base: Instant) -> Limits {
+        Limits {
+            first_deadline: base + HEAD,
+            head_timeout: Some(HEAD),
+            idle_timeout: IDLE,
+        }
+    }
+
+    /// The driver's one timer ends a request's upstream wait on time,
+    /// whether that comes before the driver's next check or after several.
     #[tokio::test(start_paused = true)]
     async fn the_driver_times_a_requests_upstream_wait() {
         for wait in [3, 25] {
             let base = Instant::now();
             let activity = Arc::new(Activity::new(base));
             let ended = Mutex::new(None);
-            let connection = async {
-                let _in_flight = activity.request_started();
-                let deadline = base + Duration::from_secs(wait);
-                let answer =
-                    Within::new(Some(&activity), deadline, std::future::pending::<()>()).await;
-                assert_eq!(answer, None);
-                *ended.lock().unwrap() = Some(base.elapsed());
-                Ok::<(), std::convert::Infallible>(())
-            };
-            let limits = Limits {
-                first_deadline: base + HEAD,
-                head_timeout: Some(HEAD),
-                idle_timeout: IDLE,
-            };
+            let connection = waiting_connection(&activity, wait, &ended);
             let (_keep, draining) = watch::channel(false);
             let peer = "127.0.0.1:1".parse().unwrap();
-            drive(connection, |_| {}, &activity, limits, draining, peer).await;
+            drive(
+                connection,
+                |_| {},
+                &activity,
+                http1_limits(base),
+                draining,
+                peer,
+            )
+            .await;
             assert_eq!(*ended.lock().unwrap(), Some(Duration::from_secs(wait)));
             // A wait that ends in time leaves no deadline behind.
             let answer = Within::new(Some(&activity), Instant::now() + HEAD, async { 7 }).await;
@@ -506,19 +523,7 @@ mod tests {
         let base = Instant::now();
         let activity = Arc::new(Activity::new(base));
         let ended = Mutex::new(None);
-        let connection = async {
-            let _in_flight = activity.request_started();
-            let deadline = base + Duration::from_secs(25);
-            let answer = Within::new(Some(&activity), deadline, std::future::pending::<()>()).await;
-            assert_eq!(answer, None);
-            *ended.lock().unwrap() = Some(base.elapsed());
-            Ok::<(), std::convert::Infallible>(())
-        };
-        let limits = Limits {
-            first_deadline: base + HEAD,
-            head_timeout: Some(HEAD),
-            idle_timeout: IDLE,
-        };
+        let connection = waiting_connection(&activity, 25, &ended);
         let (drain, draining) = watch::channel(false);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -528,7 +533,14 @@ mod tests {
         let peer = "127.0.0.1:1".parse().unwrap();
         let cut_at = Mutex::new(None);
         let cut = |_: Pin<&mut _>| *cut_at.lock().unwrap() = Some(base.elapsed());
-        let driven = drive(connection, cut, &activity, limits, draining, peer);
+        let driven = drive(
+            connection,
+            cut,
+            &activity,
+            http1_limits(base),
+            draining,
+            peer,
+        );
         tokio::time::timeout(Duration::from_secs(100), driven)
             .await
             .expect("the upstream wait never ended");

@@ -118,6 +118,10 @@ impl Exchange {
         let start = Instant::now();
         let method = req.method().clone();
         let headers = req.headers_mut();
+        // Room for what wxgate adds on the way (request id, identity,
+        // forwarding headers) in one allocation; a kept-alive connection's
+        // map already has it.
+        headers.reserve(8);
         // The peer first: with no trusted proxy (the common case) the
         // client's header is not even looked up, only replaced.
         let trusted = &rt.config.server.trusted_proxies;

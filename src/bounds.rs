@@ -202,10 +202,12 @@ impl<F: Future> Future for Within<'_, F> {
         if let Poll::Ready(output) = this.wait.poll(cx) {
             return Poll::Ready(Some(output));
         }
-        let over = match (this.timer.as_pin_mut(), this.clock) {
-            (Some(timer), _) => timer.poll(cx).is_ready(),
-            (None, Some(clock)) => clock.upstream_expired.load(Ordering::Relaxed),
-            (None, None) => false,
+        // `new` set exactly one of the two.
+        let over = match this.timer.as_pin_mut() {
+            Some(timer) => timer.poll(cx).is_ready(),
+            None => this
+                .clock
+                .is_some_and(|clock| clock.upstream_expired.load(Ordering::Relaxed)),
         };
         if over {
             Poll::Ready(None)

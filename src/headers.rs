@@ -178,14 +178,19 @@ pub fn strip_response_headers(headers: &mut HeaderMap) {
 /// Does every `Connection` line name only hop-by-hop fields (or nothing)?
 fn names_only_hop_by_hop(headers: &HeaderMap) -> bool {
     headers.get_all(header::CONNECTION).iter().all(|line| {
-        line.to_str().is_ok_and(|line| {
-            line.split(',').map(str::trim).all(|token| {
-                token.is_empty()
-                    || HOP_BY_HOP
-                        .iter()
-                        .any(|h| h.as_str().eq_ignore_ascii_case(token))
-            })
-        })
+        line.to_str()
+            .is_ok_and(|line| named_fields(line).next().is_none())
+    })
+}
+
+/// The fields a `Connection` line names, but for hop-by-hop ones (which
+/// every pass over the names removes anyway).
+fn named_fields(line: &str) -> impl Iterator<Item = &str> {
+    line.split(',').map(str::trim).filter(|token| {
+        !token.is_empty()
+            && !HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(token))
     })
 }
 
@@ -202,13 +207,8 @@ fn remove_connection_named(headers: &mut HeaderMap) {
     headers.remove(header::CONNECTION);
     for line in std::iter::once(&first).chain(&rest) {
         let Ok(line) = line.to_str() else { continue };
-        for token in line.split(',').map(str::trim) {
-            let hop_by_hop = HOP_BY_HOP
-                .iter()
-                .any(|h| h.as_str().eq_ignore_ascii_case(token));
-            if !token.is_empty() && !hop_by_hop {
-                headers.remove(token);
-            }
+        for field in named_fields(line) {
+            headers.remove(field);
         }
     }
 }

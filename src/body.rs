@@ -12,7 +12,10 @@ use hyper::body::Incoming;
 
 use crate::config::IdentityConfig;
 use crate::headers::strip_client_headers;
-use crate::pool::Lease;
+use crate::pool::{Lease, UpstreamBody};
+
+/// Whatever a body failed with; hyper aborts the message it was in.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub enum Body {
     Full(Option<Bytes>),
@@ -20,6 +23,9 @@ pub enum Body {
     /// pooled connection goes back to the pool once the answer has been
     /// read to its end (`https://` upstreams pool on their own: `None`).
     Stream(Incoming, Option<Lease>),
+    /// An upstream's answer read by [`crate::pool::HostPool::exchange`]'s
+    /// connection itself.
+    Direct(UpstreamBody),
     /// A client's request body: data passes, trailers are stripped of
     /// identity and hop-by-hop fields.
     Request(Incoming, Arc<IdentityConfig>),
@@ -54,14 +60,15 @@ fn release_if_ended(body: &Incoming, lease: &mut Option<Lease>, at_none: bool) {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Direct(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
             Body::Stream(inner, lease) => {
                 let frame = Pin::new(&mut *inner).poll_frame(cx);
                 match &frame {
@@ -69,25 +76,29 @@ impl http_body::Body for Body {
                     Poll::Ready(None) => release_if_ended(inner, lease, true),
                     Poll::Ready(Some(Err(_))) | Poll::Pending => {}
                 }
-                frame
+                frame.map_err(Into::into)
             }
-            Body::Request(inner, identity) => Pin::new(inner).poll_frame(cx).map(|frame| {
-                frame.map(|result| {
-                    result.map(|frame| match frame.into_trailers() {
-                        Ok(mut trailers) => {
-                            strip_client_headers(&mut trailers, identity);
-                            Frame::trailers(trailers)
-                        }
-                        Err(frame) => frame,
+            Body::Request(inner, identity) => Pin::new(inner)
+                .poll_frame(cx)
+                .map(|frame| {
+                    frame.map(|result| {
+                        result.map(|frame| match frame.into_trailers() {
+                            Ok(mut trailers) => {
+                                strip_client_headers(&mut trailers, identity);
+                                Frame::trailers(trailers)
+                            }
+                            Err(frame) => frame,
+                        })
                     })
                 })
-            }),
+                .map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Full(bytes) => bytes.is_none(),
+            Body::Direct(inner) => inner.is_end_stream(),
             Body::Stream(inner, _) | Body::Request(inner, _) => inner.is_end_stream(),
         }
     }
@@ -96,6 +107,7 @@ impl http_body::Body for Body {
         match self {
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
+            Body::Direct(inner) => inner.size_hint(),
             Body::Stream(inner, _) | Body::Request(inner, _) => inner.size_hint(),
         }
     }

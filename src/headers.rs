@@ -185,7 +185,7 @@ fn names_only_hop_by_hop(headers: &HeaderMap) -> bool {
 
 /// The fields a `Connection` line names, but for hop-by-hop ones (which
 /// every pass over the names removes anyway).
-fn named_fields(line: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn named_fields(line: &str) -> impl Iterator<Item = &str> {
     line.split(',').map(str::trim).filter(|token| {
         !token.is_empty()
             && !HOP_BY_HOP

@@ -5,12 +5,19 @@
 //! A route holds its pool directly: a request finds its connection without
 //! hashing, with one uncontended lock to pop it and one to push it back.
 //!
+//! Most requests (no body, or one of known length) are written and read by
+//! their own task ([`HostPool::exchange`], wire format in `codec`): no
+//! connection task, no channel, about a fifth fewer instructions per
+//! request than hyper's client. WebSocket upgrades and bodies of unknown
+//! length go through hyper's client ([`HostPool::send`]) on connections of
+//! their own.
+//!
 //! A connection goes back to the pool when the upstream's answer has been
-//! read to its end ([`Lease`], carried by the response body); an answer cut
-//! short, a dropped request or a WebSocket upgrade drops it instead, and
-//! hyper closes it. A request that a reused connection closed before writing
-//! (the upstream's keep-alive timeout racing us) is sent again on another.
-//! Idle connections are closed after 45–90 s without use.
+//! read to its end ([`Lease`], or [`UpstreamBody`]); an answer cut short, a
+//! dropped request or a WebSocket upgrade drops it instead. A request that
+//! a reused connection closed before answering (the upstream's keep-alive
+//! timeout racing us) is sent again on another when that is safe. Idle
+//! connections are closed after 45–90 s without use.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +33,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::Body;
+
+mod codec;
+mod exchange;
+
+use exchange::Conn;
+pub use exchange::{BodyError, Outgoing, UpstreamBody};
 
 /// Idle connections are closed after one to two of these.
 const IDLE_SWEEP: Duration = Duration::from_secs(45);
@@ -44,6 +57,12 @@ pub enum UpstreamError {
     Handshake(#[source] hyper::Error),
     #[error("request: {0}")]
     Request(#[source] hyper::Error),
+    #[error("exchange: {0}")]
+    Io(#[source] std::io::Error),
+    #[error(transparent)]
+    Protocol(codec::ProtocolError),
+    #[error("client's body: {0}")]
+    ClientBody(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl UpstreamError {
@@ -103,15 +122,23 @@ pub struct HostPool {
     sweep: Duration,
     /// Most recently returned last: the warmest connection is reused first,
     /// and the coldest ones age out.
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<IdleLists>,
     /// Advanced by the sweeper; an idle connection older than the previous
     /// sweep is closed.
     generation: AtomicU32,
     sweeper: AtomicBool,
 }
 
-struct Idle {
-    sender: http1::SendRequest<Body>,
+/// Idle connections: those driven by hyper's client (after an upgrade
+/// or a body of unknown length) and those of [`HostPool::exchange`].
+#[derive(Default)]
+struct IdleLists {
+    hyper: Vec<Idle<http1::SendRequest<Body>>>,
+    conns: Vec<Idle<Conn>>,
+}
+
+struct Idle<C> {
+    conn: C,
     generation: u32,
 }
 
@@ -151,7 +178,7 @@ impl HostPool {
             port: authority.port_u16().unwrap_or(80),
             connect_timeout,
             sweep,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(IdleLists::default()),
             generation: AtomicU32::new(0),
             sweeper: AtomicBool::new(false),
         }
@@ -192,14 +219,15 @@ impl HostPool {
     /// its previous exchange (the rest of a request body, say) and is left
     /// for later rather than waited for.
     fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
-        let mut idle = self.lock();
+        let mut lists = self.lock();
+        let idle = &mut lists.hyper;
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
-            if idle[i].sender.is_ready() {
-                return Some(idle.remove(i).sender);
+            if idle[i].conn.is_ready() {
+                return Some(idle.remove(i).conn);
             }
-            if idle[i].sender.is_closed() {
+            if idle[i].conn.is_closed() {
                 // What moves into `i` was already looked at.
                 idle.swap_remove(i);
             }
@@ -207,13 +235,27 @@ impl HostPool {
         None
     }
 
+    /// The warmest idle connection of [`HostPool::exchange`]'s that is
+    /// still open. Closed ones are dropped (outside the lock).
+    fn take_conn(&self) -> Option<Conn> {
+        loop {
+            let conn = self.lock().conns.pop()?.conn;
+            if conn.is_idle_open() {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn put_conn(&self, conn: Conn) {
+        let generation = self.generation.load(Ordering::Relaxed);
+        let mut lists = self.lock();
+        if lists.conns.len() < MAX_IDLE {
+            lists.conns.push(Idle { conn, generation });
+        }
+    }
+
     async fn connect(self: &Arc<Self>) -> Result<http1::SendRequest<Body>, UpstreamError> {
-        self.start_sweeper();
-        let stream = tokio::time::timeout(self.connect_timeout, self.tcp())
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
-            .map_err(UpstreamError::Connect)?;
-        let _ = stream.set_nodelay(true);
+        let stream = self.connect_stream().await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -224,6 +266,16 @@ impl HostPool {
             }
         });
         Ok(sender)
+    }
+
+    async fn connect_stream(self: &Arc<Self>) -> Result<TcpStream, UpstreamError> {
+        self.start_sweeper();
+        let stream = tokio::time::timeout(self.connect_timeout, self.tcp())
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
+            .map_err(UpstreamError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
     }
 
     async fn tcp(&self) -> std::io::Result<TcpStream> {
@@ -239,13 +291,16 @@ impl HostPool {
             return;
         }
         let generation = self.generation.load(Ordering::Relaxed);
-        let mut idle = self.lock();
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender, generation });
+        let mut lists = self.lock();
+        if lists.hyper.len() < MAX_IDLE {
+            lists.hyper.push(Idle {
+                conn: sender,
+                generation,
+            });
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -262,14 +317,19 @@ impl HostPool {
                 tick.tick().await;
                 let Some(pool) = pool.upgrade() else { return };
                 let now = pool.generation.fetch_add(1, Ordering::Relaxed);
-                // Dropped outside the lock: closing is the connection task's.
-                let stale: Vec<Idle> = {
-                    let mut idle = pool.lock();
-                    let (keep, stale) = std::mem::take(&mut *idle)
+                // Dropped outside the lock.
+                let stale = {
+                    let mut lists = pool.lock();
+                    let hyper: Vec<_> = std::mem::take(&mut lists.hyper);
+                    let (keep, stale_hyper): (Vec<_>, Vec<_>) = hyper
                         .into_iter()
-                        .partition(|i| i.generation == now && !i.sender.is_closed());
-                    *idle = keep;
-                    stale
+                        .partition(|i| i.generation == now && !i.conn.is_closed());
+                    lists.hyper = keep;
+                    let conns: Vec<_> = std::mem::take(&mut lists.conns);
+                    let (keep, stale_conns): (Vec<_>, Vec<_>) =
+                        conns.into_iter().partition(|i| i.generation == now);
+                    lists.conns = keep;
+                    (stale_hyper, stale_conns)
                 };
                 drop(stale);
             }

@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::gateway::{ConnInfo, Runtime};
 use crate::headers;
+use crate::pool::Outgoing;
 use crate::token::Verified;
 
 /// Idle pooled `https://` connections are closed after this long.
@@ -113,8 +115,34 @@ pub async fn forward(
 
     let target =
         PathAndQuery::try_from(target).map_err(|_| Error::InvalidRequest("bad request target"))?;
-    parts.version = Version::HTTP_11;
+    let failed = |e: &(dyn std::error::Error + 'static), connect: bool| {
+        let cause = root_cause(e);
+        tracing::warn!(upstream = %route.upstream, error = %e, %cause, connect, "upstream failed");
+        Error::UpstreamUnavailable
+    };
     let pool = rt.pools[index].as_ref();
+    // Most requests: written and read by this task (see `pool::exchange`).
+    let body = match (pool, &upgrade) {
+        (Some(pool), None) => match known_length(&parts.headers, body) {
+            Ok(body) => {
+                let out = Outgoing {
+                    method: &parts.method,
+                    target: target.as_str(),
+                    headers: &parts.headers,
+                    body,
+                };
+                let answer = match within(conn, route.timeout, pool.exchange(out)).await {
+                    None => return Err(Error::UpstreamTimeout),
+                    Some(Err(e)) => return Err(failed(&e, e.is_connect())),
+                    Some(Ok(answer)) => answer,
+                };
+                return Ok(answer.map(Body::Direct));
+            }
+            Err(body) => body,
+        },
+        _ => body,
+    };
+    parts.version = Version::HTTP_11;
     // The pool writes the origin-form target as it is; hyper-util's client
     // wants the whole URL.
     parts.uri = match pool {
@@ -128,11 +156,6 @@ pub async fn forward(
     };
     let request = Request::from_parts(parts, Body::Request(body, rt.identity.clone()));
 
-    let failed = |e: &(dyn std::error::Error + 'static), connect: bool| {
-        let cause = root_cause(e);
-        tracing::warn!(upstream = %route.upstream, error = %e, %cause, connect, "upstream failed");
-        Error::UpstreamUnavailable
-    };
     let (mut response, lease) = match pool {
         Some(pool) => match within(conn, route.timeout, pool.send(request)).await {
             None => return Err(Error::UpstreamTimeout),
@@ -184,6 +207,23 @@ pub async fn forward(
     let (mut parts, body) = response.into_parts();
     headers::strip_response_headers(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::upstream(body, lease)))
+}
+
+/// The body as [`crate::pool::HostPool::exchange`] sends it: `Some(None)` when there
+/// is none, `Some(Some(..))` when its length is known and `Content-Length`
+/// says the same, `None` otherwise (hyper's client then frames it).
+fn known_length(headers: &HeaderMap, body: Incoming) -> Result<Option<(Incoming, u64)>, Incoming> {
+    if body.is_end_stream() {
+        return Ok(None);
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match (body.size_hint().exact(), declared) {
+        (Some(exact), Some(declared)) if exact == declared => Ok(Some((body, exact))),
+        _ => Err(body),
+    }
 }
 
 /// `wait` if it ends within `timeout` (see [`Within`]).

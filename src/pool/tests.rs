@@ -89,7 +89,7 @@ async fn answers_read_to_the_end_give_their_connection_back() {
     assert_eq!(roundtrip(&pool, "/big").await.len(), 160 * 65536);
     assert_eq!(roundtrip(&pool, "/").await, "ok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
-    assert_eq!(pool.lock().len(), 1);
+    assert_eq!(pool.lock().hyper.len(), 1);
 }
 
 #[tokio::test]
@@ -102,7 +102,7 @@ async fn an_answer_dropped_before_its_end_closes_its_connection() {
     assert!(first.is_data());
     drop(body);
     // Not in the pool, and closed: the next request gets a new connection.
-    assert_eq!(pool.lock().len(), 0);
+    assert_eq!(pool.lock().hyper.len(), 0);
     tokio::time::timeout(Duration::from_secs(10), up.closed.recv())
         .await
         .expect("the abandoned connection is closed");
@@ -115,12 +115,12 @@ async fn idle_connections_are_closed_by_the_sweep() {
     let mut up = upstream().await;
     let pool = pool_for(&up, Duration::from_millis(50));
     assert_eq!(roundtrip(&pool, "/").await, "ok");
-    assert_eq!(pool.lock().len(), 1);
+    assert_eq!(pool.lock().hyper.len(), 1);
     // Closed after one to two sweeps, which the upstream sees.
     tokio::time::timeout(Duration::from_secs(10), up.closed.recv())
         .await
         .expect("the idle connection is closed");
-    assert_eq!(pool.lock().len(), 0);
+    assert_eq!(pool.lock().hyper.len(), 0);
     // And the pool goes on with a new one.
     assert_eq!(roundtrip(&pool, "/").await, "ok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
@@ -145,7 +145,7 @@ async fn a_pool_is_shared_while_used_and_closed_when_not() {
     let pool = pools.get(&authority);
     assert!(Arc::ptr_eq(&pool, &pools.get(&authority)));
     assert_eq!(roundtrip(&pool, "/").await, "ok");
-    assert_eq!(pool.lock().len(), 1);
+    assert_eq!(pool.lock().hyper.len(), 1);
     // No config holds it any more (a reload dropped the route): its idle
     // connection is closed, and the address gets a fresh pool.
     drop(pool);
@@ -153,7 +153,7 @@ async fn a_pool_is_shared_while_used_and_closed_when_not() {
         .await
         .expect("the unused pool's connection is closed");
     let pool = pools.get(&authority);
-    assert_eq!(pool.lock().len(), 0);
+    assert_eq!(pool.lock().hyper.len(), 0);
     assert_eq!(roundtrip(&pool, "/").await, "ok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }

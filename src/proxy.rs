@@ -209,9 +209,16 @@ pub async fn forward(
     Ok(Response::from_parts(parts, Body::upstream(body, lease)))
 }
 
-/// The body as [`crate::pool::HostPool::exchange`] sends it: `Some(None)` when there
-/// is none, `Some(Some(..))` when its length is known and `Content-Length`
-/// says the same, `None` otherwise (hyper's client then frames it).
+/// The most of a request body [`crate::pool::HostPool::exchange`] sends:
+/// one that fits the socket's buffers is written before the answer can
+/// come. A larger one goes through hyper's client, which reads an early
+/// answer (a 413, say) while it is still sending.
+const DIRECT_BODY_MAX: u64 = 64 * 1024;
+
+/// The body as [`crate::pool::HostPool::exchange`] sends it: `Ok(None)`
+/// when there is none, `Ok(Some(..))` when it is small and of a known
+/// length that `Content-Length` states, `Err` otherwise (hyper's client
+/// then frames it).
 fn known_length(headers: &HeaderMap, body: Incoming) -> Result<Option<(Incoming, u64)>, Incoming> {
     if body.is_end_stream() {
         return Ok(None);
@@ -221,7 +228,9 @@ fn known_length(headers: &HeaderMap, body: Incoming) -> Result<Option<(Incoming,
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match (body.size_hint().exact(), declared) {
-        (Some(exact), Some(declared)) if exact == declared => Ok(Some((body, exact))),
+        (Some(exact), Some(declared)) if exact == declared && exact <= DIRECT_BODY_MAX => {
+            Ok(Some((body, exact)))
+        }
         _ => Err(body),
     }
 }

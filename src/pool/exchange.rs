@@ -90,9 +90,10 @@ pub struct Outgoing<'a> {
 
 impl HostPool {
     /// Sends `out` on an idle connection or a new one and waits for the
-    /// answer's head. A reused connection that turns out closed before
-    /// anything came back is replaced, for requests that may be sent twice
-    /// (idempotent, no body: RFC 9110 §9.2.2, RFC 9112 §9.3.1.1).
+    /// answer's head. A reused connection that turns out closed is
+    /// replaced if the request could not be written on it, or if nothing
+    /// came back and the request may be sent twice (idempotent, no body:
+    /// RFC 9110 §9.2.2, RFC 9112 §9.3.1.1).
     pub async fn exchange(
         self: &Arc<Self>,
         mut out: Outgoing<'_>,
@@ -105,8 +106,11 @@ impl HostPool {
             };
             match round_trip(&mut conn, &mut out).await {
                 Ok(head) => return Ok(self.answer(conn, head)),
-                Err(Failure::Early(_)) if reused && retry => continue,
-                Err(Failure::Early(e) | Failure::Late(e)) => return Err(e),
+                Err(Failure::Unsent(_)) if reused => continue,
+                Err(Failure::Unanswered(_)) if reused && retry => continue,
+                Err(Failure::Unsent(e) | Failure::Unanswered(e) | Failure::Late(e)) => {
+                    return Err(e)
+                }
             }
         }
     }
@@ -133,21 +137,25 @@ impl HostPool {
     }
 }
 
-/// Why an exchange failed: before the upstream answered anything (the
-/// request may not have been seen), or after.
+/// Why an exchange failed, by how far it got.
 enum Failure {
-    Early(UpstreamError),
+    /// The request head could not be written: the upstream cannot have
+    /// acted on it.
+    Unsent(UpstreamError),
+    /// The connection closed before a byte of answer came back: the
+    /// upstream may or may not have seen the request.
+    Unanswered(UpstreamError),
     Late(UpstreamError),
 }
 
 async fn round_trip(conn: &mut Conn, out: &mut Outgoing<'_>) -> Result<codec::Head, Failure> {
     codec::encode_head(out.method, out.target, out.headers, &mut conn.write);
-    let early = |e| Failure::Early(UpstreamError::Io(e));
-    conn.stream.write_all(&conn.write).await.map_err(early)?;
+    let io = UpstreamError::Io;
+    let write = conn.stream.write_all(&conn.write).await;
+    write.map_err(|e| Failure::Unsent(io(e)))?;
     if let Some((body, length)) = out.body.take() {
-        send_body(&mut conn.stream, body, length)
-            .await
-            .map_err(Failure::Late)?;
+        let sent = send_body(&mut conn.stream, body, length).await;
+        sent.map_err(Failure::Late)?;
     }
     let mut heard = false;
     loop {
@@ -156,18 +164,18 @@ async fn round_trip(conn: &mut Conn, out: &mut Outgoing<'_>) -> Result<codec::He
             Ok(None) => {}
             Err(e) => return Err(Failure::Late(UpstreamError::Protocol(e))),
         }
-        heard |= !conn.read.is_empty();
-        let read = std::future::poll_fn(|cx| conn.poll_fill(cx)).await;
-        match read {
-            Ok(0) if heard => {
-                let e = std::io::ErrorKind::UnexpectedEof.into();
-                return Err(Failure::Late(UpstreamError::Io(e)));
+        let failed = match std::future::poll_fn(|cx| conn.poll_fill(cx)).await {
+            Ok(0) => std::io::ErrorKind::UnexpectedEof.into(),
+            Ok(_) => {
+                heard = true;
+                continue;
             }
-            Ok(0) => return Err(early(std::io::ErrorKind::UnexpectedEof.into())),
-            Ok(_) => {}
-            Err(e) if heard => return Err(Failure::Late(UpstreamError::Io(e))),
-            Err(e) => return Err(early(e)),
-        }
+            Err(e) => e,
+        };
+        return Err(match heard {
+            true => Failure::Late(io(failed)),
+            false => Failure::Unanswered(io(failed)),
+        });
     }
 }
 

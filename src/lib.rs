@@ -21,8 +21,9 @@
 //!
 //! [`server`] hands each connection to [`connection`], which does the TLS
 //! handshake (certificates from [`tls`]), picks HTTP/1.1 or HTTP/2 and keeps
-//! every phase within [`bounds`]; `https://` upstreams go through the
-//! clients in [`upstream_tls`].
+//! every phase within [`bounds`]; `http://` upstreams are reached through
+//! the connections of [`pool`], `https://` ones through the clients in
+//! [`upstream_tls`].
 //!
 //! [`access`] follows each request (request id, timings, access-log line)
 //! into [`metrics`], which [`admin`] serves with health and readiness.

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::codec::{self, Chunked, Decoded, Framing, ProtocolError};
+use super::codec::{self, Chunked, Decoded, Framing};
 use super::{HostPool, UpstreamError};
 
 /// Room made in the read buffer before a read: a whole small answer fits
@@ -336,12 +336,6 @@ impl http_body::Body for UpstreamBody {
             (Some(_), State::Length(n)) => SizeHint::with_exact(*n),
             (Some(_), _) => SizeHint::default(),
         }
-    }
-}
-
-impl From<ProtocolError> for UpstreamError {
-    fn from(e: ProtocolError) -> UpstreamError {
-        UpstreamError::Protocol(e)
     }
 }
 

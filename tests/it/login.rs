@@ -12,7 +12,7 @@ use crate::common::fake_wechat::{FakeWeChat, Fault};
 use crate::common::login_flow::*;
 use crate::common::upstream::Upstream;
 use crate::common::*;
-use wxgate::session::SessionStore;
+use wxgate::store::SessionStore;
 
 /// Decodes a raw query string as the fake (and WeChat) reads it.
 fn query_pairs(query: &str) -> Vec<(String, String)> {
@@ -47,9 +47,9 @@ fn query_pairs(query: &str) -> Vec<(String, String)> {
 async fn success_answers_a_bearer_token_with_the_configured_ttl() {
     let s = Setup::with(|c| set(&c, "[token]", "ttl = \"1h\"")).await;
     let code = s.fake.mint_code(APPID, "o-alice");
-    let before = wxgate::token::now();
+    let before = wxgate::auth::token::now();
     let answer = s.login(&code).await;
-    let after = wxgate::token::now();
+    let after = wxgate::auth::token::now();
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.header("content-type"), Some("application/json"));
     assert_eq!(answer.header("cache-control"), Some("no-store"));
@@ -600,9 +600,9 @@ async fn a_reload_keeps_the_budgets_unless_the_limit_changes() {
         )
         .unwrap()
     };
-    s.gw.gw.reload(parse(&config_with("3/min"))).unwrap();
+    s.gw.gw.install(parse(&config_with("3/min"))).unwrap();
     assert_rate_limited(&login_from(&s, None).await);
-    s.gw.gw.reload(parse(&config_with("5/min"))).unwrap();
+    s.gw.gw.install(parse(&config_with("5/min"))).unwrap();
     assert_eq!(
         login_from(&s, None).await.status,
         200,

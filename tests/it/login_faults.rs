@@ -10,7 +10,7 @@ use crate::common::fake_wechat::{FakeWeChat, Fault};
 use crate::common::login_flow::*;
 use crate::common::upstream::Upstream;
 use crate::common::*;
-use wxgate::session::SessionStore;
+use wxgate::store::SessionStore;
 
 /// Logs in with a fresh valid code after queueing `fault`.
 async fn login_with_fault(s: &Setup, fault: Fault) -> Answer {

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::common::login_flow::*;
 use crate::common::*;
-use wxgate::session::SessionStore;
+use wxgate::store::SessionStore;
 
 fn assert_challenge(answer: &Answer, refused_token: bool) {
     let challenge = answer.header("www-authenticate").expect("WWW-Authenticate");

@@ -137,7 +137,7 @@ struct UntilExp;
 
 impl Expiry<String, u64> for UntilExp {
     fn expire_after_create(&self, _: &String, exp: &u64, _: Instant) -> Option<Duration> {
-        let now = crate::token::now();
+        let now = crate::auth::token::now();
         // The leeway lets an expired token pass for a while; keep it covered.
         Some(Duration::from_secs(exp.saturating_sub(now) + 3600))
     }
@@ -236,7 +236,7 @@ mod tests {
         assert!(store.session("wx1", "o1").await.is_none());
 
         assert!(!store.is_revoked("j1").await);
-        store.revoke("j1", crate::token::now() + 60).await;
+        store.revoke("j1", crate::auth::token::now() + 60).await;
         assert!(store.is_revoked("j1").await);
 
         assert!(store.code_outcome("wx1", "c").await.is_none());

@@ -6,6 +6,8 @@
 //! exchange runs in its own task, so a client that hangs up mid-login cannot
 //! cancel it and cause a second call that WeChat would answer with 40163.
 
+pub mod ratelimit;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,13 +20,13 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use crate::auth;
-use crate::body::Body;
+use crate::auth::token;
 use crate::error::Error;
-use crate::gateway::{ConnInfo, Gateway, InFlight, Runtime};
-use crate::headers::client_ip;
+use crate::http::body::Body;
+use crate::http::headers::client_ip;
 use crate::secret::Secret;
-use crate::session::{CodeOutcome, SessionStore, UserSession};
-use crate::token;
+use crate::state::{ConnInfo, Gateway, InFlight, Snapshot};
+use crate::store::{CodeOutcome, SessionStore, UserSession};
 use crate::wechat::{self, WeChatError};
 
 /// The login body is tiny: `{"code": "...", "appid": "..."}`.
@@ -41,7 +43,7 @@ struct LoginRequest {
 
 pub async fn login(
     gw: &Gateway,
-    rt: &Arc<Runtime>,
+    snap: &Arc<Snapshot>,
     parts: http::request::Parts,
     body: Incoming,
     conn: &ConnInfo,
@@ -49,8 +51,12 @@ pub async fn login(
     if parts.method != Method::POST {
         return Err(Error::MethodNotAllowed(HeaderValue::from_static("POST")));
     }
-    if let Some(limiter) = &rt.login_limiter {
-        let ip = client_ip(conn.peer, &parts.headers, &rt.config.server.trusted_proxies);
+    if let Some(limiter) = &snap.login_limiter {
+        let ip = client_ip(
+            conn.peer,
+            &parts.headers,
+            &snap.config.server.trusted_proxies,
+        );
         if let Err(wait) = limiter.check(ip) {
             return Err(Error::RateLimited {
                 retry_after_secs: wait.as_secs_f64().ceil() as u64,
@@ -75,13 +81,13 @@ pub async fn login(
     if declared.is_some_and(|n| n > MAX_LOGIN_BODY as u64) {
         return Err(Error::PayloadTooLarge);
     }
-    let bytes = read_body(body, rt.config.server.header_timeout).await?;
+    let bytes = read_body(body, snap.config.server.header_timeout).await?;
     let request: LoginRequest = serde_json::from_slice(&bytes)
         .map_err(|_| Error::InvalidRequest("the body must be JSON with a \"code\""))?;
     let code = valid_code(&request.code)?;
-    let appid = select_app(rt, request.appid.as_deref(), &parts.headers)?;
+    let appid = select_app(snap, request.appid.as_deref(), &parts.headers)?;
 
-    let outcome = exchange_once(gw, rt, appid, code).await?;
+    let outcome = exchange_once(gw, snap, appid, code).await?;
     match outcome {
         CodeOutcome::Token {
             access_token,
@@ -140,11 +146,11 @@ fn valid_code(code: &serde_json::Value) -> Result<&str, Error> {
 /// One app: that one. Several: `appid` in the body, else the Referer that
 /// WeChat sets on `wx.request`. The Referer selects, it never authenticates.
 fn select_app<'a>(
-    rt: &'a Runtime,
+    snap: &'a Snapshot,
     asked: Option<&str>,
     headers: &http::HeaderMap,
 ) -> Result<&'a str, Error> {
-    let apps = &rt.config.apps;
+    let apps = &snap.config.apps;
     let find = |appid: &str| {
         apps.iter()
             .find(|a| a.appid == appid)
@@ -178,7 +184,7 @@ pub fn referer_appid(referer: &str) -> Option<&str> {
 /// or a new exchange.
 async fn exchange_once(
     gw: &Gateway,
-    rt: &Arc<Runtime>,
+    snap: &Arc<Snapshot>,
     appid: &str,
     code: &str,
 ) -> Result<CodeOutcome, Error> {
@@ -197,7 +203,7 @@ async fn exchange_once(
         logins
             .entry(key.clone())
             .or_insert_with(|| {
-                let task = tokio::spawn(run_exchange(gw.clone(), rt.clone(), key));
+                let task = tokio::spawn(run_exchange(gw.clone(), snap.clone(), key));
                 async move { task.await.unwrap_or(Err(Error::Internal)) }
                     .boxed()
                     .shared()
@@ -209,14 +215,14 @@ async fn exchange_once(
 
 async fn run_exchange(
     gw: Gateway,
-    rt: Arc<Runtime>,
+    snap: Arc<Snapshot>,
     key: (String, String),
 ) -> Result<CodeOutcome, Error> {
     let (appid, code) = (&key.0, &key.1);
     let started = std::time::Instant::now();
-    let result = match &rt.wechat {
+    let result = match &snap.wechat {
         Some(client) => {
-            let secret = rt
+            let secret = snap
                 .config
                 .apps
                 .iter()
@@ -228,7 +234,7 @@ async fn run_exchange(
         None => wechat::simulate(code),
     };
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    if rt.wechat.is_some() {
+    if snap.wechat.is_some() {
         let errcode = match &result {
             Err(WeChatError::Errcode(code)) => Some(*code),
             _ => None,
@@ -237,11 +243,11 @@ async fn run_exchange(
     }
     let outcome = match result {
         Ok(session) => {
-            let minted = rt.keys.mint(
+            let minted = snap.keys.mint(
                 &session.openid,
                 appid,
                 session.unionid.as_deref(),
-                rt.keys.ttl(),
+                snap.keys.ttl(),
                 token::now(),
             );
             match minted {
@@ -308,7 +314,7 @@ pub fn map_wechat_error(e: &WeChatError) -> Error {
 /// `GET {session_path}`: who the token is for, and for how long.
 pub async fn session(
     gw: &Gateway,
-    rt: &Runtime,
+    snap: &Snapshot,
     parts: &http::request::Parts,
 ) -> Result<Response<Body>, Error> {
     if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -316,7 +322,7 @@ pub async fn session(
             "GET, HEAD",
         )));
     }
-    let verified = authenticate(gw, rt, parts).await?;
+    let verified = authenticate(gw, snap, parts).await?;
     let mut body = serde_json::json!({
         "openid": verified.openid_str(),
         "appid": verified.appid_str(),
@@ -340,13 +346,13 @@ pub async fn session(
 /// session_key is dropped.
 pub async fn logout(
     gw: &Gateway,
-    rt: &Runtime,
+    snap: &Snapshot,
     parts: &http::request::Parts,
 ) -> Result<Response<Body>, Error> {
     if parts.method != Method::POST {
         return Err(Error::MethodNotAllowed(HeaderValue::from_static("POST")));
     }
-    let verified = authenticate(gw, rt, parts).await?;
+    let verified = authenticate(gw, snap, parts).await?;
     let store = gw.store();
     store.revoke(&verified.jti, verified.exp).await;
     store
@@ -364,12 +370,12 @@ pub async fn logout(
 
 async fn authenticate(
     gw: &Gateway,
-    rt: &Runtime,
+    snap: &Snapshot,
     parts: &http::request::Parts,
 ) -> Result<Arc<token::Verified>, Error> {
-    let token = auth::extract_token(&parts.headers, &rt.config.auth.token_header)?
+    let token = auth::extract_token(&parts.headers, &snap.config.auth.token_header)?
         .ok_or(Error::MissingToken)?;
-    auth::verify(rt, gw.store(), token, None).await
+    auth::verify(snap, gw.store(), token, None).await
 }
 
 fn now_ms() -> u64 {

@@ -82,8 +82,7 @@ pub async fn login(
         return Err(Error::PayloadTooLarge);
     }
     let bytes = read_body(body, snap.config.server.header_timeout).await?;
-    let request: LoginRequest = serde_json::from_slice(&bytes)
-        .map_err(|_| Error::InvalidRequest("the body must be JSON with a \"code\""))?;
+    let request = parse_request(&bytes)?;
     let code = valid_code(&request.code)?;
     let appid = select_app(snap, request.appid.as_deref(), &parts.headers)?;
 
@@ -109,6 +108,15 @@ pub async fn login(
         }
         CodeOutcome::Refused(error) => Err(error),
     }
+}
+
+/// The body must be a JSON object: serde would read a `LoginRequest` from an
+/// array too (`["dev-x"]` logged in as `x`), so the object is parsed first.
+fn parse_request(bytes: &[u8]) -> Result<LoginRequest, Error> {
+    let bad = || Error::InvalidRequest("the body must be a JSON object with a \"code\"");
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes).map_err(|_| bad())?;
+    LoginRequest::deserialize(serde_json::Value::Object(object)).map_err(|_| bad())
 }
 
 async fn read_body(body: Incoming, timeout: Duration) -> Result<Bytes, Error> {

@@ -204,6 +204,12 @@ async fn bad_bodies_never_reach_wechat() {
         "{\"code\":".to_owned(),
         "[]".to_owned(),
         "{}".to_owned(),
+        // serde reads a struct from a sequence: a body that is not a JSON
+        // object must not log in as its first element.
+        json!([code]).to_string(),
+        json!([code, APPID]).to_string(),
+        json!(code).to_string(),
+        "null".to_owned(),
         json!({ "cod": code }).to_string(),
         json!({ "code": "" }).to_string(),
         json!({ "code": null }).to_string(),

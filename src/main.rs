@@ -129,7 +129,7 @@ fn run(config: Config) -> ExitCode {
     };
     runtime.block_on(async move {
         if config.dev.simulate_wechat {
-            tracing::warn!("[dev] simulate_wechat is on: WeChat is SIMULATED, code \"dev-<openid>\" logs in as <openid>. Never use this in production.");
+            tracing::warn!("[dev] simulate_wechat is on: WeChat is SIMULATED, code \"dev-<openid>\" (or \"dev-<openid>.<suffix>\") logs in as <openid>. Never use this in production.");
         }
         let listeners = match Listeners::bind(&config).await {
             Ok(l) => l,

@@ -287,7 +287,8 @@ pub struct LogConfig {
 
 #[derive(Debug, Clone, Default)]
 pub struct DevConfig {
-    /// Answer logins locally: code `dev-<openid>` logs in as `<openid>`.
+    /// Answer logins locally: code `dev-<openid>` (or `dev-<openid>.<any
+    /// suffix>`, a fresh code for the same user) logs in as `<openid>`.
     pub simulate_wechat: bool,
     /// Start a built-in upstream that echoes what it receives.
     pub echo_upstream: Option<SocketAddr>,

@@ -187,10 +187,13 @@ pub fn parse_answer(body: &[u8]) -> Result<CodeSession, WeChatError> {
 }
 
 /// The simulated exchange of `[dev] simulate_wechat`: code `dev-<openid>`
-/// logs in as `<openid>`; anything else is 40029.
+/// logs in as `<openid>`, and so does `dev-<openid>.<anything>`: a code is
+/// used once, and a walkthrough run again needs a fresh one
+/// (`dev-alice.$RANDOM`). Anything else is 40029.
 pub fn simulate(code: &str) -> Result<CodeSession, WeChatError> {
     let openid = code
         .strip_prefix("dev-")
+        .map(|rest| rest.split_once('.').map_or(rest, |(openid, _)| openid))
         .filter(|o| id_header(o).is_some())
         .ok_or(WeChatError::Errcode(40029))?;
     let mut key = [0u8; 16];
@@ -269,5 +272,11 @@ mod tests {
             Err(WeChatError::Errcode(40029))
         ));
         assert!(matches!(simulate("dev-"), Err(WeChatError::Errcode(40029))));
+        assert_eq!(simulate("dev-alice.2").unwrap().openid, "alice");
+        assert_eq!(simulate("dev-alice.a.b").unwrap().openid, "alice");
+        assert!(matches!(
+            simulate("dev-.x"),
+            Err(WeChatError::Errcode(40029))
+        ));
     }
 }

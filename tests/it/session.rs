@@ -189,6 +189,24 @@ async fn simulated_wechat_logs_in_dev_codes_without_calling_wechat() {
     assert_eq!(s.fake.calls(), 0);
 }
 
+/// The quick start run twice: after a logout, `dev-alice` is a used code for
+/// its 5 minutes, but `dev-alice.<anything>` is a fresh code for alice.
+#[tokio::test]
+async fn a_dev_code_with_a_suffix_is_a_fresh_code_for_the_same_user() {
+    let s = Setup::with(|c| format!("{c}\n[dev]\nsimulate_wechat = true\n")).await;
+    for run in ["1", "2"] {
+        let code = format!("dev-alice.{run}");
+        let answer = s.login(&code).await;
+        assert_eq!(answer.status, 200, "{code}: {}", answer.body);
+        let token = answer.token();
+        assert_eq!(decode(&token).1["sub"], "alice");
+        assert_eq!(logout(&s.gw, Some(&token)).await.status, 204);
+        s.login(&code).await.assert_error(401, "code_used");
+    }
+    s.login("dev-.x").await.assert_error(401, "invalid_code");
+    assert_eq!(s.fake.calls(), 0);
+}
+
 #[tokio::test]
 async fn a_code_replayed_after_logout_does_not_hand_out_the_revoked_token() {
     let s = Setup::start().await;

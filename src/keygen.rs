@@ -17,22 +17,31 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
     }
 }
 
-/// `k2.pem` -> `k2.pub.pem`; `k2` -> `k2.pub.pem`.
-fn public_path(out: &Path) -> PathBuf {
-    let name = out
+/// What a private key file's name may end with; the key id and the public
+/// key's file name drop them, however many (`k5.key.pem` -> `k5`).
+const KEY_EXTENSIONS: [&str; 4] = [".pem", ".key", ".priv", ".private"];
+
+/// The file name without [`KEY_EXTENSIONS`]: the default key id.
+fn stem(out: &Path) -> String {
+    let mut stem = out
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let stem = name.strip_suffix(".pem").unwrap_or(&name);
-    out.with_file_name(format!("{stem}.pub.pem"))
+    while let Some(ext) = KEY_EXTENSIONS
+        .iter()
+        .find(|ext| stem.len() > ext.len() && stem.to_ascii_lowercase().ends_with(*ext))
+    {
+        stem.truncate(stem.len() - ext.len());
+    }
+    stem
+}
+
+/// `k2.pem`, `k2.key` or `k2` -> `k2.pub.pem`, beside it.
+fn public_path(out: &Path) -> PathBuf {
+    out.with_file_name(format!("{}.pub.pem", stem(out)))
 }
 
 pub fn run(algorithm: Algorithm, out: &Path, id: Option<String>, force: bool) -> ExitCode {
-    let id = id.unwrap_or_else(|| {
-        let name = out
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        name.strip_suffix(".pem").unwrap_or(&name).to_owned()
-    });
+    let id = id.unwrap_or_else(|| stem(out));
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
         eprintln!("wxgate: the key id must be 1 to 64 printable ASCII characters (set --id)");
         return ExitCode::from(2);
@@ -96,4 +105,30 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_and_public_file_come_from_the_stem() {
+        for (out, id, public) in [
+            ("k5.key", "k5", "k5.pub.pem"),
+            ("k5.pem", "k5", "k5.pub.pem"),
+            ("k5", "k5", "k5.pub.pem"),
+            ("dir/k5.key.pem", "k5", "dir/k5.pub.pem"),
+            (
+                "/etc/wxgate/es-2026.KEY",
+                "es-2026",
+                "/etc/wxgate/es-2026.pub.pem",
+            ),
+            ("k5.private.pem", "k5", "k5.pub.pem"),
+            ("v1.2.pem", "v1.2", "v1.2.pub.pem"),
+        ] {
+            let out = Path::new(out);
+            assert_eq!(stem(out), id, "{}", out.display());
+            assert_eq!(public_path(out), Path::new(public), "{}", out.display());
+        }
+    }
 }

@@ -64,10 +64,11 @@ enum Command {
         /// "es256" or "eddsa".
         #[arg(long, value_parser = keygen::parse_algorithm)]
         algorithm: wxgate::config::Algorithm,
-        /// The private key file; the public key goes beside it as NAME.pub.pem.
+        /// The private key file; the public key goes beside it as
+        /// STEM.pub.pem (STEM: the file name without .pem, .key, .priv).
         #[arg(long)]
         out: PathBuf,
-        /// The key id in the printed entry [default: the file name without .pem].
+        /// The key id in the printed entry [default: STEM].
         #[arg(long)]
         id: Option<String>,
         /// Replace existing files.

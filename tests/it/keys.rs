@@ -335,3 +335,20 @@ async fn keygen_output_loads_signs_and_is_listed_without_material() {
     let (code, _, _) = run(&["keygen", "--algorithm", "hs256", "--out", "x.pem"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn keygen_names_the_key_and_its_public_file_after_the_stem() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k5.key");
+    let (code, snippet, stderr) = run(&[
+        "keygen",
+        "--algorithm",
+        "es256",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(snippet.contains("id = \"k5\"\n"), "{snippet}");
+    assert!(dir.path().join("k5.pub.pem").exists(), "{stderr}");
+    assert!(!dir.path().join("k5.key.pub.pem").exists());
+}

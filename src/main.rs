@@ -54,7 +54,7 @@ enum Command {
         appid: Option<String>,
         #[arg(long)]
         unionid: Option<String>,
-        /// Default: token.ttl.
+        /// Default: token.ttl. At most 30 days, as token.ttl.
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
     },
@@ -233,12 +233,17 @@ fn token(
         eprintln!("wxgate: ids must be 1 to 128 visible ASCII characters");
         return ExitCode::from(2);
     }
+    let ttl = ttl.unwrap_or(config.token.ttl);
+    if let Some(problem) = wxgate::config::token_ttl_problem(ttl) {
+        eprintln!("wxgate: --ttl {problem}");
+        return ExitCode::from(2);
+    }
     let keys = wxgate::auth::token::Keys::new(&config.token, config.appids());
     match keys.mint(
         openid,
         &appid,
         unionid.as_deref(),
-        ttl.unwrap_or(config.token.ttl),
+        ttl,
         wxgate::auth::token::now(),
     ) {
         Ok((token, _)) => {

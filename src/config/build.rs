@@ -368,8 +368,15 @@ impl Builder<'_> {
             ));
         }
         let ttl = self.duration("token.ttl", t.ttl, defaults::TTL)?;
-        if ttl.as_secs() == 0 {
-            return Err(self.err("token.ttl", "must be at least 1s"));
+        if let Some(problem) = token_ttl_problem(ttl) {
+            return Err(self.err("token.ttl", problem));
+        }
+        let leeway = self.duration("token.leeway", t.leeway, defaults::LEEWAY)?;
+        if leeway > MAX_LEEWAY {
+            return Err(self.err(
+                "token.leeway",
+                "must be at most 10m: an expired token is accepted for that long",
+            ));
         }
         let issuer = t
             .issuer
@@ -381,7 +388,7 @@ impl Builder<'_> {
             algorithm,
             ttl,
             issuer,
-            leeway: self.duration("token.leeway", t.leeway, defaults::LEEWAY)?,
+            leeway,
             keys,
         })
     }

@@ -63,6 +63,25 @@ type Result<T> = std::result::Result<T, ConfigError>;
 /// Longest duration any key accepts.
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
+/// Longest token life, for `token.ttl` and `wxgate token --ttl` alike: a
+/// token cannot be recalled but by its `jti`, and a client that logs in
+/// again every month costs one `wx.login`.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Longest `token.leeway`: past this, expiry is effectively off.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(10 * 60);
+
+/// Why `ttl` cannot be a token's life, if it cannot.
+pub fn token_ttl_problem(ttl: Duration) -> Option<String> {
+    if ttl < Duration::from_secs(1) {
+        Some("must be at least 1s".to_owned())
+    } else if ttl > MAX_TOKEN_TTL {
+        Some("must be at most 30 days, a token's longest life".to_owned())
+    } else {
+        None
+    }
+}
+
 /// HS256 keys shorter than this are refused (RFC 7518 §3.2: key >= hash size).
 pub const MIN_HMAC_KEY_BYTES: usize = 32;
 

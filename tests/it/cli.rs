@@ -122,6 +122,25 @@ fn token_prints_a_token_the_gateway_accepts() {
 }
 
 #[test]
+fn token_ttl_has_token_ttls_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &run_config("http://127.0.0.1:9000"));
+    for (ttl, code) in [("20y", 2), ("31d", 2), ("0s", 2), ("30d", 0)] {
+        let out = Command::new(BIN)
+            .args(["token", "--openid", "o", "--ttl", ttl, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "--ttl {ttl}: {stderr}");
+        assert_eq!(out.stdout.is_empty(), code != 0, "--ttl {ttl}");
+        if code != 0 {
+            assert!(stderr.contains("--ttl must be at"), "{stderr}");
+        }
+    }
+}
+
+#[test]
 fn a_listen_address_in_use_exits_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();

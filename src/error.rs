@@ -128,9 +128,9 @@ impl Error {
             Error::MethodNotAllowed(allow) => {
                 headers.insert(ALLOW, allow);
             }
-            Error::Connect => {
-                headers.insert(ALLOW, HeaderValue::from_static(""));
-            }
+            // No `Allow` for CONNECT: its target is an authority, not one of
+            // wxgate's resources, so there is no method list to give; an
+            // empty `Allow` would say that nothing is allowed anywhere.
             Error::RateLimited { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
             }
@@ -138,10 +138,11 @@ impl Error {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("60"));
             }
             Error::Token(reason) => {
+                // The reasons are fixed texts of ours, with no `"` or `\`.
                 let description = match reason {
-                    TokenError::Invalid(_) => "the token is invalid",
-                    TokenError::Expired => "the token has expired",
-                    TokenError::Revoked => "the token was revoked",
+                    TokenError::Invalid(why) => format!("the token is invalid: {why}"),
+                    TokenError::Expired => "the token has expired".to_owned(),
+                    TokenError::Revoked => "the token was revoked".to_owned(),
                 };
                 let challenge = format!(
                     "Bearer realm=\"wxgate\", error=\"invalid_token\", error_description=\"{description}\""

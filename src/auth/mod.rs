@@ -17,8 +17,12 @@ use crate::state::Snapshot;
 use crate::store::{SessionStore, Store};
 use token::Verified;
 
-/// The token the client presented, if any. A non-Bearer `Authorization`
-/// (Basic, say) is not a wxgate token and counts as none.
+/// `Authorization` carrying a bare value: a token sent without its scheme.
+pub const NOT_BEARER: &str = "Authorization must use the Bearer scheme";
+
+/// The token the client presented, if any. An `Authorization` with another
+/// scheme (Basic, say) is someone else's credential and counts as none; one
+/// with no scheme at all is a token sent wrongly, refused as such.
 pub fn extract_token<'a>(
     headers: &'a HeaderMap,
     header: &TokenHeader,
@@ -45,7 +49,8 @@ pub fn extract_token<'a>(
         TokenHeader::Bearer => match text.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start(),
             _ if text.eq_ignore_ascii_case("bearer") => "",
-            _ => return Ok(None),
+            Some(_) => return Ok(None),
+            None => return Err(Error::Token(TokenError::Invalid(NOT_BEARER))),
         },
         TokenHeader::Custom(_) => text,
     };
@@ -146,6 +151,10 @@ mod tests {
             extract_token(&headers(&[("authorization", "Bearer")]), &b).unwrap(),
             None
         );
+        assert!(matches!(
+            extract_token(&headers(&[("authorization", "eyJ.x.y")]), &b),
+            Err(Error::Token(TokenError::Invalid(NOT_BEARER)))
+        ));
         assert!(extract_token(
             &headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
             &b

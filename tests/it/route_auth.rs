@@ -126,6 +126,38 @@ async fn a_token_signed_with_another_key_is_refused() {
     assert!(up.requests().is_empty(), "{:#?}", up.requests());
 }
 
+/// `Authorization: <token>` without its scheme is a token sent wrongly, not
+/// no token: the answer says what is wrong, on required and optional routes.
+/// Another scheme (Basic) is someone else's credential: no wxgate token.
+#[tokio::test]
+async fn a_token_without_the_bearer_scheme_is_invalid_token_saying_so() {
+    let up = Upstream::start().await;
+    let extra = format!(
+        "[[routes]]\npath = \"/opt\"\nupstream = \"{}\"\nauth = \"optional\"\n",
+        up.url()
+    );
+    let gw = gateway_with(&up, &extra).await;
+    let good = token(&gw.gw, "o-alice");
+    for path in ["/api/x", "/opt/x", "/auth/session"] {
+        let res = raw_request(gw.addr, "GET", path, &[("Authorization", &good)]).await;
+        assert_401(&res, "invalid_token", true);
+        let challenge = res.header("www-authenticate").unwrap();
+        assert!(
+            challenge.contains("Authorization must use the Bearer scheme"),
+            "{path}: {challenge}"
+        );
+    }
+    assert!(up.requests().is_empty(), "{:#?}", up.requests());
+    let res = raw_request(
+        gw.addr,
+        "GET",
+        "/opt/y",
+        &[("Authorization", "Basic dXNlcjpwYXNz")],
+    )
+    .await;
+    assert_eq!(res.status, 200, "{res:?}");
+}
+
 #[tokio::test]
 async fn optional_route_forwards_anonymous_requests_without_identity() {
     let up = Upstream::start().await;

@@ -271,6 +271,9 @@ async fn connect_is_405_and_dials_nothing() {
     for target in [addr.as_str(), "evil.example:443"] {
         let res = raw_request(gw.addr, "CONNECT", target, &[("Host", target)]).await;
         assert_error(&res, 405, "method_not_allowed");
+        // CONNECT names no resource of wxgate's whose methods `Allow` could
+        // list; an empty one read as "nothing is allowed anywhere".
+        assert_eq!(res.header("allow"), None, "{res:?}");
     }
     assert_never_dialled(&listener).await;
     assert!(up.requests().is_empty(), "{:#?}", up.requests());

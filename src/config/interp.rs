@@ -33,8 +33,29 @@ fn lookup(name: &str) -> Option<String> {
     })
 }
 
+/// Why a `${…}` could not be expanded.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum InterpError {
+    Unterminated,
+    /// The text between `${` and `}`: part of the value, so a secret's
+    /// error leaves it out.
+    BadName(String),
+    /// A variable name: the contract wants it named, and it is not a value.
+    Unset(String),
+}
+
+impl fmt::Display for InterpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InterpError::Unterminated => f.write_str("unterminated `${` in value"),
+            InterpError::BadName(name) => write!(f, "`${{{name}}}` is not a valid variable name"),
+            InterpError::Unset(name) => write!(f, "environment variable {name} is not set"),
+        }
+    }
+}
+
 /// Expands `${VAR}` and `${VAR:-default}`. A `$` not followed by `{` is kept.
-pub(crate) fn interpolate(input: &str) -> Result<String, String> {
+pub(crate) fn interpolate(input: &str) -> Result<String, InterpError> {
     if !input.contains("${") {
         return Ok(input.to_owned());
     }
@@ -43,9 +64,7 @@ pub(crate) fn interpolate(input: &str) -> Result<String, String> {
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| "unterminated `${` in value".to_owned())?;
+        let end = after.find('}').ok_or(InterpError::Unterminated)?;
         let expr = &after[..end];
         let (name, default) = match expr.split_once(":-") {
             Some((name, default)) => (name, Some(default)),
@@ -55,12 +74,12 @@ pub(crate) fn interpolate(input: &str) -> Result<String, String> {
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             && !name.as_bytes()[0].is_ascii_digit();
         if !valid {
-            return Err(format!("`${{{name}}}` is not a valid variable name"));
+            return Err(InterpError::BadName(name.to_owned()));
         }
         match (lookup(name), default) {
             (Some(value), _) => out.push_str(&value),
             (None, Some(default)) => out.push_str(default),
-            (None, None) => return Err(format!("environment variable {name} is not set")),
+            (None, None) => return Err(InterpError::Unset(name.to_owned())),
         }
         rest = &after[end + 1..];
     }
@@ -80,7 +99,8 @@ impl<'de> Deserialize<'de> for Str {
 }
 
 /// A secret config string. Its parse errors never contain the value, not even
-/// when it has the wrong type.
+/// when it has the wrong type: every `visit_*` is answered here, because
+/// serde's defaults echo what they got (`integer `1234…` as i128`).
 pub struct SecretStr(pub Secret);
 
 impl<'de> Deserialize<'de> for SecretStr {
@@ -91,7 +111,13 @@ impl<'de> Deserialize<'de> for SecretStr {
 
 struct SecretVisitor;
 
-const SECRET_TYPE: &str = "a secret must be a string";
+/// What every wrong type of secret is told; the value is never shown.
+pub(crate) const SECRET_TYPE: &str =
+    "a secret must be a quoted string, e.g. \"${WX_SECRET}\" (the value is not shown)";
+
+fn wrong_type<E: de::Error, T>() -> Result<T, E> {
+    Err(E::custom(SECRET_TYPE))
+}
 
 impl<'de> Visitor<'de> for SecretVisitor {
     type Value = SecretStr;
@@ -102,25 +128,54 @@ impl<'de> Visitor<'de> for SecretVisitor {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretStr, E> {
         interpolate(v)
             .map(|s| SecretStr(Secret::new(s)))
-            .map_err(E::custom)
+            .map_err(|e| match e {
+                InterpError::BadName(_) => E::custom(
+                    "a `${` in the value starts no valid variable name (the value is not shown)",
+                ),
+                e => E::custom(e),
+            })
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretStr, E> {
-        Err(E::custom(SECRET_TYPE))
+        wrong_type()
     }
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretStr, E> {
-        Err(E::custom(SECRET_TYPE))
+        wrong_type()
+    }
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<SecretStr, E> {
+        wrong_type()
     }
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretStr, E> {
-        Err(E::custom(SECRET_TYPE))
+        wrong_type()
+    }
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<SecretStr, E> {
+        wrong_type()
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<SecretStr, E> {
-        Err(E::custom(SECRET_TYPE))
+        wrong_type()
+    }
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<SecretStr, E> {
+        wrong_type()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<SecretStr, E> {
+        wrong_type()
+    }
+    fn visit_none<E: de::Error>(self) -> Result<SecretStr, E> {
+        wrong_type()
+    }
+    fn visit_some<D: Deserializer<'de>>(self, _: D) -> Result<SecretStr, D::Error> {
+        wrong_type()
+    }
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, _: D) -> Result<SecretStr, D::Error> {
+        wrong_type()
     }
     fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<SecretStr, A::Error> {
-        Err(de::Error::custom(SECRET_TYPE))
+        wrong_type()
     }
     fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<SecretStr, A::Error> {
-        Err(de::Error::custom(SECRET_TYPE))
+        wrong_type()
+    }
+    fn visit_enum<A: de::EnumAccess<'de>>(self, _: A) -> Result<SecretStr, A::Error> {
+        wrong_type()
     }
 }
 
@@ -154,7 +209,7 @@ mod tests {
             assert_eq!(interpolate("${A:-dflt}").unwrap(), "x");
             assert_eq!(interpolate("${EMPTY:-dflt}").unwrap(), "");
             assert_eq!(interpolate("cost $5").unwrap(), "cost $5");
-            let err = interpolate("${MISSING}").unwrap_err();
+            let err = interpolate("${MISSING}").unwrap_err().to_string();
             assert!(err.contains("MISSING"), "{err}");
             assert!(interpolate("${A").is_err());
             assert!(interpolate("${1A}").is_err());

@@ -7,6 +7,7 @@ mod build;
 mod interp;
 mod keys;
 mod raw;
+mod redact;
 mod routes;
 
 use std::collections::{HashMap, HashSet};
@@ -353,18 +354,21 @@ impl Config {
 /// Turns a toml error into one that names file, line and key, without the
 /// source snippet toml would print (it may hold a secret).
 fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
-    let (line, key) = match e.span() {
+    let (line, key, value) = match e.span() {
         Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            (Some(line), key_at(text, line))
+            let start = span.start.min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            let value = text.get(start..span.end.min(text.len())).unwrap_or("");
+            (Some(line), key_at(text, line), value)
         }
-        None => (None, String::new()),
+        None => (None, String::new(), ""),
     };
+    let message = redact::message_for(&key, e.message(), value).into_owned();
     ConfigError {
         file: file.to_owned(),
         line,
         key,
-        message: e.message().to_owned(),
+        message,
     }
 }
 

@@ -150,6 +150,77 @@ fn errors_never_show_a_secret() {
     );
 }
 
+/// Every secret-bearing key on this branch, written every wrong way: the
+/// error names file, line and key, and never any part of the value.
+#[test]
+fn no_error_about_a_secret_key_shows_its_value() {
+    // (value as written, a part of it that must not appear)
+    let values: &[(&str, &str)] = &[
+        ("12345678901234567890123456789012", "12345678901234567890"),
+        ("-12345678901234567890123", "12345678901234567890"),
+        (
+            "1234567890123456789012345678901234567890",
+            "12345678901234567890",
+        ),
+        ("9223372036854775807", "922337203685477"),
+        ("0xDEADBEEFCAFE", "DEADBEEFCAFE"),
+        ("0o777777777", "777777777"),
+        ("3.14159265358979", "14159265358979"),
+        ("6.02e23", "6.02"),
+        ("inf", "inf"),
+        ("nan", "nan"),
+        ("true", "true"),
+        ("1979-05-27T07:32:00Z", "1979-05-27"),
+        ("{ value = \"SEKRET-in-a-table\" }", "SEKRET"),
+        ("[\"SEKRET-in-an-array\"]", "SEKRET"),
+        ("[[\"SEKRET\"], 1]", "SEKRET"),
+        ("\"SEKRET-${not a name}\"", "not a name"),
+        ("\"SEKRET-${}\"", "SEKRET"),
+        ("\"SEKRET-${UNSET_SEKRET_VAR\"", "SEKRET"),
+        ("\"SEKRET-value\" \"more\"", "SEKRET"),
+        ("SEKRET-unquoted", "SEKRET"),
+        ("\"SEKRET-bad-escape\\q\"", "SEKRET"),
+        ("'SEKRET-unterminated", "SEKRET"),
+        ("\"SEKRET-unterminated", "SEKRET"),
+    ];
+    let head = "[server]\nlisten = \"127.0.0.1:1\"\n";
+    let key =
+        "[token]\n[[token.keys]]\nid = \"k\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+    for (value, part) in values {
+        let texts = [
+            (
+                format!("{head}[[apps]]\nappid = \"wx1\"\nsecret = {value}\n{key}"),
+                "apps.secret",
+            ),
+            (
+                format!("{head}apps = [{{ appid = \"wx1\", secret = {value} }}]\n{key}"),
+                "apps",
+            ),
+            (
+                format!("{head}[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[token]\n[[token.keys]]\nid = \"k\"\nsecret = {value}\n"),
+                "token.keys.secret",
+            ),
+        ];
+        for (text, key) in texts {
+            let err = Config::parse_with_env(&text, Path::new("t.toml"), env(&[]))
+                .expect_err(&text)
+                .to_string();
+            assert!(!err.contains(part), "{value}: {err}");
+            assert!(err.starts_with("t.toml:"), "{value}: {err}");
+            // (An unterminated string ends on a later line, or none.)
+            assert!(
+                err.contains(key) || value.contains("unterminated"),
+                "{value}: names {key}: {err}"
+            );
+        }
+    }
+    // A long secret in the wrong place: an ES256 key takes no secret.
+    let text = format!("{head}[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[token]\n[[token.keys]]\nid = \"k\"\nalgorithm = \"ES256\"\nsecret = \"SEKRET-{}\"\n", "x".repeat(100));
+    let err = Config::parse_with_env(&text, Path::new("t.toml"), env(&[])).unwrap_err();
+    assert!(!err.to_string().contains("SEKRET"), "{err}");
+    assert_eq!(err.key, "token.keys.secret");
+}
+
 #[test]
 fn errors_name_line_and_key() {
     let text = "[server]\nlisten = \"127.0.0.1:1\"\nheader_timeout = 5\n";

@@ -59,6 +59,20 @@ fn a_bad_config_exits_2_naming_file_and_key_without_the_secret() {
         );
         assert!(!err.contains("short-secret-value"), "{err}");
     }
+    // The case: an unquoted 32-digit secret (read as an i128).
+    let digits = "12345678901234567890123456789012";
+    let text = run_config("http://127.0.0.1:9000").replace(&format!("\"{JWT_SECRET}\""), digits);
+    assert!(text.contains(&format!("secret = {digits}")));
+    let path = write_config(dir.path(), &text);
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("token.keys.secret"), "{err}");
+    assert!(!err.contains(&digits[..8]), "{err}");
     let missing = Command::new(BIN)
         .args(["check", "--config", "/nonexistent/wxgate.toml"])
         .output()

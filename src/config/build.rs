@@ -4,17 +4,34 @@
 
 use super::*;
 
+#[derive(Clone, Copy)]
 pub(super) struct Builder<'a> {
-    pub(super) file: String,
+    pub(super) file: &'a str,
     pub(super) base_dir: &'a Path,
+    /// Where keys are written, for the line of an error.
+    pub(super) lines: &'a super::locate::Locator<'a>,
+    /// The entry of `[[apps]]`, `[[token.keys]]` or `[[routes]]` being
+    /// built: errors about its keys point at it.
+    pub(super) entry: Option<usize>,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    /// The builder for entry `index` of an array of tables.
+    pub(super) fn at(&self, index: usize) -> Builder<'a> {
+        Builder {
+            entry: Some(index),
+            ..*self
+        }
+    }
+
+    /// An error about `key`, spelled as in the file's tables (`routes.auth`,
+    /// never an index), with its line where the file has it.
     pub(super) fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        let key = key.into();
         ConfigError {
-            file: self.file.clone(),
-            line: None,
-            key: key.into(),
+            file: self.file.to_owned(),
+            line: self.lines.line(&key, self.entry),
+            key,
             message: message.into(),
         }
     }
@@ -248,7 +265,9 @@ impl Builder<'_> {
         }
         let mut seen = HashSet::new();
         raw.into_iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(i, a)| {
+                let entry = self.at(i);
                 let appid = a.appid.0;
                 let valid = !appid.is_empty()
                     && appid.len() <= 64
@@ -256,18 +275,18 @@ impl Builder<'_> {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'_');
                 if !valid {
-                    return Err(self.err(
+                    return Err(entry.err(
                         "apps.appid",
                         format!("`{appid}` is not an appid (letters, digits and _ only)"),
                     ));
                 }
                 if !seen.insert(appid.clone()) {
-                    return Err(self.err("apps.appid", format!("`{appid}` appears twice")));
+                    return Err(entry.err("apps.appid", format!("`{appid}` appears twice")));
                 }
-                let secret = self.secret("apps.secret", a.secret, a.secret_file)?;
+                let secret = entry.secret("apps.secret", a.secret, a.secret_file)?;
                 if secret.is_empty() {
                     return Err(
-                        self.err("apps.secret", format!("the secret of app {appid} is empty"))
+                        entry.err("apps.secret", format!("the secret of app {appid} is empty"))
                     );
                 }
                 Ok(AppConfig { appid, secret })
@@ -347,18 +366,20 @@ impl Builder<'_> {
         let keys = t
             .keys
             .into_iter()
-            .map(|k| {
+            .enumerate()
+            .map(|(i, k)| {
+                let entry = self.at(i);
                 let id = k.id.0.clone();
                 if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(self.err(
+                    return Err(entry.err(
                         "token.keys.id",
                         format!("`{id}` must be 1 to 64 printable ASCII characters"),
                     ));
                 }
                 if !ids.insert(id.clone()) {
-                    return Err(self.err("token.keys.id", format!("`{id}` appears twice")));
+                    return Err(entry.err("token.keys.id", format!("`{id}` appears twice")));
                 }
-                self.key(k, algorithm)
+                entry.key(k, algorithm)
             })
             .collect::<Result<Vec<_>>>()?;
         if keys.iter().all(|k| k.verify_only) {

@@ -6,6 +6,7 @@
 mod build;
 mod interp;
 mod keys;
+mod locate;
 mod raw;
 mod redact;
 mod routes;
@@ -342,7 +343,14 @@ impl Config {
         let raw: RawConfig = interp::with_env(env, || toml::from_str(text))
             .map_err(|e| toml_error(&file, text, &e))?;
         let base_dir = path.parent().unwrap_or(Path::new("."));
-        Builder { file, base_dir }.build(raw, path)
+        let lines = locate::Locator::new(text);
+        Builder {
+            file: &file,
+            base_dir,
+            lines: &lines,
+            entry: None,
+        }
+        .build(raw, path)
     }
 
     /// Every appid that tokens may carry.

@@ -12,12 +12,17 @@ impl Builder<'_> {
     ) -> Result<Vec<RouteConfig>> {
         let mut seen = HashSet::new();
         raw.into_iter()
-            .map(|r| {
-                let route = self.route(r, server, apps)?;
+            .enumerate()
+            .map(|(i, r)| {
+                let entry = self.at(i);
+                let route = entry.route(r, server, apps)?;
                 if !seen.insert((route.host.clone(), route.path.clone())) {
-                    return Err(self.err(
+                    return Err(entry.err(
                         "routes.path",
-                        format!("two routes have path `{}` and the same host", route.path),
+                        format!(
+                            "another route before this one has path `{}` and the same host",
+                            route.path
+                        ),
                     ));
                 }
                 Ok(route)
@@ -44,7 +49,7 @@ impl Builder<'_> {
                 ))
             }
         };
-        let key = |k: &str| format!("routes[{path}].{k}");
+        let key = |k: &str| format!("routes.{k}");
         let mut upstream =
             parse_upstream(&r.upstream.0).map_err(|m| self.err(key("upstream"), m))?;
         if let Some(file) = r.ca_file {

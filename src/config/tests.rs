@@ -56,6 +56,17 @@ fn every_invalid_fixture_fails_with_its_message() {
             shown.starts_with(&path.display().to_string()),
             "names the file: {shown}"
         );
+        // One spelling of keys: dotted, as the file's tables write them.
+        assert!(!err.key.contains(['[', ']']), "{shown}");
+        // Where the file writes the key or its table, the line is shown.
+        let table = err.key.split('.').next().unwrap_or_default();
+        let written = text.lines().any(|l| {
+            let l = l.trim_start_matches('[');
+            l.starts_with(&format!("{table}]"))
+                || l.starts_with(&format!("{table}."))
+                || l.starts_with(&format!("{table} "))
+        });
+        assert_eq!(err.line.is_some(), written, "{shown}");
     }
 }
 
@@ -232,6 +243,49 @@ fn errors_name_line_and_key() {
             .starts_with("g.toml:3: server.header_timeout: "),
         "{err}"
     );
+}
+
+/// Errors found after parsing carry the line too: of the value when it is
+/// written, else of its entry's header.
+#[test]
+fn validation_errors_name_the_line() {
+    let head = "[server]\nlisten = \"127.0.0.1:1\"\n[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[token]\n[[token.keys]]\nid = \"k\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+    let route = "[[routes]]\npath = \"/api\"\nupstream = \"http://127.0.0.1:9\"\n";
+    let cases = [
+        // (text, line, key)
+        (format!("{head}{route}{route}"), 14, "routes.path"),
+        (
+            format!("{head}{route}auth = \"sometimes\"\n"),
+            13,
+            "routes.auth",
+        ),
+        (
+            format!("{head}[[apps]]\nappid = \"wx2\"\n"),
+            10,
+            "apps.secret",
+        ),
+        (
+            head.replace("listen = \"127.0.0.1:1\"", "listen = \"nowhere\""),
+            2,
+            "server.listen",
+        ),
+        (
+            format!(
+                "{head}[[token.keys]]\nid = \"k\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n"
+            ),
+            11,
+            "token.keys.id",
+        ),
+    ];
+    for (text, line, key) in cases {
+        let err = Config::parse_with_env(&text, Path::new("g.toml"), env(&[])).unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (Some(line), key), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("g.toml:{line}: {key}: ")),
+            "{err}"
+        );
+    }
 }
 
 #[test]

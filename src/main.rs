@@ -134,8 +134,8 @@ fn run(config: Config) -> ExitCode {
         }
         let listeners = match Listeners::bind(&config).await {
             Ok(l) => l,
+            // Said once, plainly, whatever log.level filters out.
             Err(e) => {
-                tracing::error!(error = %e, "cannot start");
                 eprintln!("wxgate: {e}");
                 return ExitCode::from(1);
             }

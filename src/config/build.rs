@@ -46,6 +46,11 @@ impl<'a> Builder<'a> {
         Ok(duration)
     }
 
+    /// A duration that bounds a wait: more than zero.
+    pub(super) fn timeout(&self, key: &str, value: Option<Str>, default: &str) -> Result<Duration> {
+        checks::nonzero(self.duration(key, value, default)?).map_err(|m| self.err(key, m))
+    }
+
     fn addr(&self, key: &str, value: &Str) -> Result<SocketAddr> {
         value.0.parse().map_err(|_| {
             self.err(
@@ -117,6 +122,15 @@ impl<'a> Builder<'a> {
         let routes = self.routes(raw.routes, &server, &apps)?;
         let log = self.log(raw.log)?;
         let dev = self.dev(raw.dev, &server, admin.as_ref())?;
+        let mut listeners = vec![("server.listen", server.listen)];
+        listeners.extend(admin.as_ref().map(|a| ("admin.listen", a.listen)));
+        listeners.extend(dev.echo_upstream.map(|a| ("dev.echo_upstream", a)));
+        if let Some((key, addr, other)) = checks::listener_clash(&listeners) {
+            return Err(self.err(
+                key,
+                format!("`{addr}` is also {other}: two listeners cannot share an address"),
+            ));
+        }
 
         if let TokenHeader::Custom(name) = &auth.token_header {
             if crate::http::headers::is_identity_name(name.as_str(), &identity) {
@@ -207,12 +221,12 @@ impl<'a> Builder<'a> {
         Ok(ServerConfig {
             listen: self.addr("server.listen", &s.listen)?,
             tls,
-            request_timeout: self.duration(
+            request_timeout: self.timeout(
                 "server.request_timeout",
                 s.request_timeout,
                 defaults::REQUEST_TIMEOUT,
             )?,
-            header_timeout: self.duration(
+            header_timeout: self.timeout(
                 "server.header_timeout",
                 s.header_timeout,
                 defaults::HEADER_TIMEOUT,
@@ -225,12 +239,12 @@ impl<'a> Builder<'a> {
                 defaults::SHUTDOWN_GRACE,
             )?,
             max_connections: max_connections as usize,
-            idle_timeout: self.duration(
+            idle_timeout: self.timeout(
                 "server.idle_timeout",
                 s.idle_timeout,
                 defaults::IDLE_TIMEOUT,
             )?,
-            connect_timeout: self.duration(
+            connect_timeout: self.timeout(
                 "server.connect_timeout",
                 s.connect_timeout,
                 defaults::CONNECT_TIMEOUT,
@@ -255,7 +269,7 @@ impl<'a> Builder<'a> {
         }
         Ok(WeChatConfig {
             api_base: api_base.trim_end_matches('/').to_owned(),
-            timeout: self.duration("wechat.timeout", w.timeout, defaults::WECHAT_TIMEOUT)?,
+            timeout: self.timeout("wechat.timeout", w.timeout, defaults::WECHAT_TIMEOUT)?,
         })
     }
 
@@ -482,12 +496,7 @@ impl<'a> Builder<'a> {
         let level = l
             .level
             .map_or_else(|| defaults::LOG_LEVEL.to_owned(), |s| s.0);
-        if tracing_subscriber::EnvFilter::builder()
-            .parse(&level)
-            .is_err()
-        {
-            return Err(self.err("log.level", format!("`{level}` is not a log filter")));
-        }
+        checks::log_filter(&level).map_err(|m| self.err("log.level", m))?;
         Ok(LogConfig {
             level,
             format,

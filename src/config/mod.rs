@@ -4,6 +4,7 @@
 //! it happens at start-up or reload, never while serving a request.
 
 mod build;
+mod checks;
 mod interp;
 mod keys;
 mod locate;

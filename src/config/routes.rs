@@ -77,15 +77,7 @@ impl Builder<'_> {
             }
             Some(list) => Some(
                 list.into_iter()
-                    .map(|m| {
-                        let upper = m.0.to_ascii_uppercase();
-                        Method::from_bytes(upper.as_bytes())
-                            .ok()
-                            .filter(|m| *m != Method::CONNECT)
-                            .ok_or_else(|| {
-                                self.err(key("methods"), format!("`{}` is not a method", m.0))
-                            })
-                    })
+                    .map(|m| checks::route_method(&m.0).map_err(|e| self.err(key("methods"), e)))
                     .collect::<Result<Vec<_>>>()?,
             ),
         };
@@ -100,7 +92,17 @@ impl Builder<'_> {
         let host = match r.host {
             None => None,
             Some(h) => {
-                let host = strip_port(&h.0).to_ascii_lowercase();
+                if strip_port(&h.0) != h.0 {
+                    return Err(self.err(
+                        key("host"),
+                        format!(
+                            "`{}`: hosts are matched without their port; write `{}`",
+                            h.0,
+                            strip_port(&h.0)
+                        ),
+                    ));
+                }
+                let host = h.0.to_ascii_lowercase();
                 if host.is_empty() || host.parse::<http::uri::Authority>().is_err() {
                     return Err(self.err(key("host"), format!("`{}` is not a host name", h.0)));
                 }
@@ -108,7 +110,7 @@ impl Builder<'_> {
             }
         };
         let timeout = match r.timeout {
-            Some(t) => parse_duration(&t.0).map_err(|m| self.err(key("timeout"), m))?,
+            Some(t) => self.timeout(&key("timeout"), Some(t), "")?,
             None => server.request_timeout,
         };
         let route_apps = match r.apps {
@@ -157,7 +159,11 @@ fn parse_upstream(s: &str) -> std::result::Result<Upstream, String> {
     let authority = uri
         .authority()
         .cloned()
+        .filter(|a| !a.host().is_empty())
         .ok_or_else(|| format!("`{s}` has no host"))?;
+    if authority.port_u16() == Some(0) {
+        return Err(format!("`{s}` has port 0, which nothing listens on"));
+    }
     if authority.as_str().contains('@') {
         return Err(format!("`{s}`: credentials in the URL are not supported"));
     }

@@ -40,34 +40,49 @@ fn every_valid_fixture_loads() {
 
 #[test]
 fn every_invalid_fixture_fails_with_its_message() {
-    for path in fixtures("invalid") {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let expect = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# expect: "))
-            .unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display()));
-        let err = load(&path, &[])
-            .err()
-            .unwrap_or_else(|| panic!("{} loaded", path.display()));
-        let shown = err.to_string();
-        assert!(shown.contains(expect), "{}: {shown}", path.display());
-        assert!(
-            shown.starts_with(&path.display().to_string()),
-            "names the file: {shown}"
-        );
-        // One spelling of keys: dotted, as the file's tables write them.
-        assert!(!err.key.contains(['[', ']']), "{shown}");
-        // Where the file writes the key or its table, the line is shown.
-        let table = err.key.split('.').next().unwrap_or_default();
-        let written = text.lines().any(|l| {
-            let l = l.trim_start_matches('[');
-            l.starts_with(&format!("{table}]"))
-                || l.starts_with(&format!("{table}."))
-                || l.starts_with(&format!("{table} "))
-        });
-        assert_eq!(err.line.is_some(), written, "{shown}");
-    }
+    // Every fixture is tried; the failures are listed together.
+    let problems: Vec<String> = fixtures("invalid")
+        .iter()
+        .filter_map(|path| invalid_fixture_problem(path).err())
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn invalid_fixture_problem(path: &Path) -> std::result::Result<(), String> {
+    let name = path.display();
+    let text = std::fs::read_to_string(path).unwrap();
+    let expect = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("# expect: "))
+        .ok_or_else(|| format!("{name} has no `# expect:` line"))?;
+    let err = load(path, &[])
+        .err()
+        .ok_or_else(|| format!("{name} loaded"))?;
+    let shown = err.to_string();
+    let check = |ok: bool, what: &str| match ok {
+        true => Ok(()),
+        false => Err(format!("{name}: {what}: {shown}")),
+    };
+    check(shown.contains(expect), "not the expected message")?;
+    check(
+        shown.starts_with(&name.to_string()),
+        "does not name the file",
+    )?;
+    // One spelling of keys: dotted, as the file's tables write them.
+    check(!err.key.contains(['[', ']']), "a key spelled with brackets")?;
+    // Where the file writes the key or its table, the line is shown.
+    let table = err.key.split('.').next().unwrap_or_default();
+    let written = text.lines().any(|l| {
+        let l = l.trim_start_matches('[');
+        l.starts_with(&format!("{table}]"))
+            || l.starts_with(&format!("{table}."))
+            || l.starts_with(&format!("{table} "))
+    });
+    check(
+        err.line.is_some() == written,
+        "line shown iff the key is written",
+    )
 }
 
 #[test]

@@ -82,6 +82,42 @@ fn a_bad_config_exits_2_naming_file_and_key_without_the_secret() {
     assert_eq!(usage.status.code(), Some(2));
 }
 
+/// `wxgate check` on every invalid fixture: exit 2, and stderr names the file
+/// and carries the fixture's expected message (which names the key).
+#[test]
+fn check_exits_2_on_every_invalid_fixture() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/invalid");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("# expect: ")
+            .unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .env_remove("WXGATE_CONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+        assert!(
+            stderr.contains(expect) && stderr.contains(&path.display().to_string()),
+            "{}: {stderr}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked > 50, "{checked} fixtures");
+}
+
 #[test]
 fn config_path_falls_back_to_the_environment() {
     let dir = tempfile::tempdir().unwrap();
@@ -170,7 +206,12 @@ fn a_listen_address_in_use_exits_1() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("cannot listen").count(),
+        1,
+        "said once: {stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use crate::auth::{self, forward_auth};
 use crate::error::Error;
 use crate::http::body::Body;
-use crate::http::host::request_host;
+use crate::http::host::{self, request_host, Host};
 use crate::http::path;
 use crate::login;
 use crate::ops::access::Record;
@@ -49,15 +49,25 @@ async fn serve(
     if req.method() == Method::CONNECT {
         return Err(Error::Connect);
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // One spelling of the host for every use below (see `http::host`).
+    let host = request_host(&parts)?;
     let absolute_form = parts.version <= Version::HTTP_11 && parts.uri.authority().is_some();
-    if absolute_form && !serves_authority(snap, parts.uri.authority().expect("checked")) {
+    if absolute_form && !host.is_some_and(|h| serves_authority(snap, h)) {
         return Err(Error::InvalidRequest(
             "the request target names a host wxgate does not serve",
         ));
     }
+    // A host spelled otherwise (`Admin.Example.:80`) is written back in its
+    // normal spelling, which the upstream's `X-Forwarded-Host` then shows.
+    let host = match host.and_then(|h| h.respelled()) {
+        None => host.map(|h| h.name),
+        Some(normal) => {
+            host::respell(&mut parts, normal);
+            request_host(&parts)?.map(|h| h.name)
+        }
+    };
     let path = path::normalize(parts.uri.path()).map_err(|e| Error::InvalidRequest(e.reason()))?;
-    let host = request_host(&parts)?;
     let target = snap.router.find(host, &path).ok_or(Error::NotFound)?;
     record.target = Some(target);
     // wxgate's own endpoints are boxed: their futures (a WeChat call in
@@ -90,19 +100,17 @@ async fn serve(
 }
 
 /// An absolute-form target must name a route's host or wxgate's own address.
-fn serves_authority(snap: &Snapshot, authority: &http::uri::Authority) -> bool {
-    let host = authority.host();
-    if snap.router.serves_host(host) {
+fn serves_authority(snap: &Snapshot, host: Host<'_>) -> bool {
+    if snap.router.serves_host(host.name) {
         return true;
     }
     let listen = snap.config.server.listen;
-    let port = authority
-        .port_u16()
-        .unwrap_or(match snap.config.server.tls {
-            Some(_) => 443,
-            None => 80,
-        });
+    let port = host.port.unwrap_or(match snap.config.server.tls {
+        Some(_) => 443,
+        None => 80,
+    });
     let host_ip = host
+        .name
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse::<std::net::IpAddr>()

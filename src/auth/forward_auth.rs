@@ -25,17 +25,17 @@
 //! request's, then the route's methods and auth mode are checked with the
 //! same functions ([`router::check_method`], [`auth::check_route`]).
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, HOST};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL};
 use http::request::Parts;
 use http::{Method, Response};
 
 use crate::auth;
 use crate::auth::token::Verified;
-use crate::config::{strip_port, IdentityConfig};
+use crate::config::IdentityConfig;
 use crate::error::Error;
 use crate::http::body::Body;
 use crate::http::headers::{self, X_FORWARDED_HOST};
-use crate::http::host::request_host;
+use crate::http::host::{request_host, Host};
 use crate::http::path;
 use crate::router::{self, Target};
 use crate::state::{ConnInfo, Gateway, Snapshot};
@@ -127,7 +127,10 @@ fn original_request<'a>(
         single(h, &X_ORIGINAL_URI)?,
         single(h, &X_ORIGINAL_URL)?,
     );
-    let forwarded_host = single(h, &X_FORWARDED_HOST)?.map(|v| strip_port(v.trim()));
+    let forwarded_host = match single(h, &X_FORWARDED_HOST)? {
+        Some(v) => host_name(v)?,
+        None => None,
+    };
     let (method, path, url_host) = match (forwarded, original) {
         ((None, None), (None, None, None)) => {
             let mut itself = described_by_itself(parts, path, verify_path)?;
@@ -150,9 +153,10 @@ fn original_request<'a>(
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| Error::InvalidRequest("the original request's method is not a method"))?;
     // A URL is one value the proxy wrote whole: its host wins.
-    let host = url_host
-        .or(forwarded_host)
-        .or_else(|| header_host(&parts.headers));
+    let host = match url_host.or(forwarded_host) {
+        Some(host) => Some(host),
+        None => request_host(parts)?.map(|h| h.name),
+    };
     Ok(Original {
         method,
         host,
@@ -175,7 +179,7 @@ fn described_by_itself<'a>(
     }
     Ok(Original {
         method: parts.method.clone(),
-        host: request_host(parts)?,
+        host: request_host(parts)?.map(|h| h.name),
         path: below,
     })
 }
@@ -197,8 +201,9 @@ fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a st
         .map_err(|_| Error::InvalidRequest("a header describing the original request is not text"))
 }
 
-fn header_host(headers: &HeaderMap) -> Option<&str> {
-    headers.get(HOST)?.to_str().ok().map(strip_port)
+/// A host a trusted proxy describes, normalized as a request's own is.
+fn host_name(text: &str) -> Result<Option<&str>, Error> {
+    Ok(Host::parse(text)?.map(|h| h.name))
 }
 
 /// An origin-form target (`/path?query`) → its path.
@@ -231,7 +236,7 @@ fn split_url(url: &str) -> Result<(&str, &str), Error> {
         None | Some(b'?') | Some(b'#') => "/",
         Some(_) => path_of(target)?,
     };
-    Ok((strip_port(authority), path))
+    Ok((host_name(authority)?.ok_or_else(bad)?, path))
 }
 
 #[cfg(test)]
@@ -267,6 +272,43 @@ mod tests {
 
     fn ok(method: &str, host: Option<&str>, path: &str) -> (String, Option<String>, String) {
         (method.into(), host.map(str::to_owned), path.into())
+    }
+
+    /// The hosts a proxy describes are normalized as a request's own:
+    /// `shop.example.` is `shop.example`, and no host name at all is 400.
+    #[test]
+    fn described_hosts_are_normalized() {
+        for (header, value) in [
+            ("x-forwarded-host", "shop.example.:443"),
+            ("x-original-url", "https://shop.example./api/x"),
+            ("host", "shop.example."),
+        ] {
+            let method = match header {
+                "x-original-url" => "x-original-method",
+                _ => "x-forwarded-method",
+            };
+            let mut headers = vec![(header, value), (method, "GET")];
+            if header != "x-original-url" {
+                headers.push(("x-forwarded-uri", "/api/x"));
+            }
+            assert_eq!(
+                described("GET", "/auth/verify", &headers, true),
+                Ok(ok("GET", Some("shop.example"), "/api/x")),
+                "{header}"
+            );
+        }
+        for bad in ["shop..example", "a b", "u@shop.example"] {
+            let headers = [
+                ("x-forwarded-host", bad),
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/x"),
+            ];
+            assert_eq!(
+                described("GET", "/auth/verify", &headers, true),
+                Err("invalid_request"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -30,7 +30,6 @@ pub use crate::server::tls::{CaFile, ServerTls};
 use build::*;
 use interp::{parse_duration, SecretStr, Str};
 use raw::*;
-pub(crate) use routes::strip_port;
 
 /// The default for every key that has one, in one place.
 pub mod defaults {

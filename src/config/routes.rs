@@ -91,23 +91,20 @@ impl Builder<'_> {
         });
         let host = match r.host {
             None => None,
-            Some(h) => {
-                if strip_port(&h.0) != h.0 {
+            // Normalized as a request's host is: no trailing dot, no case.
+            Some(h) => match crate::http::host::Host::parse(&h.0) {
+                Ok(Some(host)) if host.port.is_none() => Some(host.name.to_ascii_lowercase()),
+                Ok(Some(host)) => {
                     return Err(self.err(
                         key("host"),
                         format!(
                             "`{}`: hosts are matched without their port; write `{}`",
-                            h.0,
-                            strip_port(&h.0)
+                            h.0, host.name
                         ),
-                    ));
+                    ))
                 }
-                let host = h.0.to_ascii_lowercase();
-                if host.is_empty() || host.parse::<http::uri::Authority>().is_err() {
-                    return Err(self.err(key("host"), format!("`{}` is not a host name", h.0)));
-                }
-                Some(host)
-            }
+                _ => return Err(self.err(key("host"), format!("`{}` is not a host name", h.0))),
+            },
         };
         let timeout = match r.timeout {
             Some(t) => self.timeout(&key("timeout"), Some(t), "")?,
@@ -183,19 +180,6 @@ fn parse_upstream(s: &str) -> std::result::Result<Upstream, String> {
         host_header,
         ca_file: None,
     })
-}
-
-/// `host:port` → `host`, keeping IPv6 brackets intact.
-pub(crate) fn strip_port(host: &str) -> &str {
-    if let Some(end) = host.strip_prefix('[').and_then(|h| h.find(']')) {
-        return &host[..end + 2];
-    }
-    // Digits after the last `:` are a port.
-    let digits = host.bytes().rev().take_while(u8::is_ascii_digit).count();
-    match host.len().checked_sub(digits + 1) {
-        Some(colon) if host.as_bytes()[colon] == b':' => &host[..colon],
-        _ => host,
-    }
 }
 
 impl fmt::Display for Upstream {

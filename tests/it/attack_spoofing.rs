@@ -330,3 +330,74 @@ mod stripping {
         }
     }
 }
+
+/// A protected host route and a public catch-all: every spelling of the
+/// protected host (trailing dot, case, port) is routed to it, and the
+/// upstream hears the host in its normal spelling. A Host that is no host
+/// name is 400, never the catch-all.
+#[tokio::test]
+async fn host_spellings_cannot_dodge_a_host_route() {
+    use http_body_util::Empty;
+
+    let up = Upstream::start().await;
+    let extra = format!(
+        "[[routes]]\npath = \"/\"\nhost = \"admin.example\"\nupstream = \"{u}\"\nauth = \"required\"\n\
+         [[routes]]\npath = \"/\"\nupstream = \"{u}\"\nauth = \"none\"\n",
+        u = up.url()
+    );
+    let gw = gateway_with(&up, &extra).await;
+    for host in [
+        "admin.example",
+        "admin.example.",
+        "admin.example.:80",
+        "ADMIN.Example.",
+        "admin.example:",
+    ] {
+        let res = raw_request(gw.addr, "GET", "/x", &[("Host", host)]).await;
+        assert_eq!(res.status, 401, "Host {host:?}: {res:?}");
+        assert_eq!(res.json()["error"], "missing_token", "{host:?}");
+    }
+    let target = "http://admin.example./x";
+    let res = raw_request(gw.addr, "GET", target, &[("Host", "other.example")]).await;
+    assert_eq!(res.status, 401, "{target}: {res:?}");
+    assert!(up.requests().is_empty(), "{:#?}", up.requests());
+
+    // With a token, the upstream is told the host as the route writes it.
+    let auth = bearer(&token(&gw.gw, "o-admin"));
+    for (host, told) in [
+        ("admin.example.", "admin.example"),
+        ("Admin.Example.:80", "admin.example:80"),
+        ("admin.example:8080", "admin.example:8080"),
+    ] {
+        let res = raw_request(
+            gw.addr,
+            "GET",
+            "/x",
+            &[("Host", host), ("Authorization", &auth)],
+        )
+        .await;
+        assert_eq!(res.status, 200, "{host}: {res:?}");
+        let got = up.next_request().await;
+        assert_eq!(got.header_all("x-forwarded-host"), [told], "{host}");
+    }
+    // HTTP/2's :authority is normalized alike.
+    let (mut sender, _conn) = h2_connect(gw.addr).await;
+    let req = http::Request::get("http://ADMIN.example./y")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 401);
+
+    for bad in [
+        "admin example",
+        "user@admin.example",
+        "admin..example",
+        ".admin.example",
+        "admin.example..",
+        "admin.example:http",
+    ] {
+        let res = raw_request(gw.addr, "GET", "/x", &[("Host", bad)]).await;
+        assert_error(&res, 400, "invalid_request");
+    }
+    assert_eq!(up.requests().len(), 3, "only the three with a token");
+}

@@ -29,7 +29,7 @@ pub async fn handle(gw: &Gateway, mut req: Request<Incoming>, conn: ConnInfo) ->
         Ok(response) => (response, None),
         Err(error) => {
             let method = record.method();
-            tracing::debug!(%method, peer = %conn.peer, error = error.code(), "request refused");
+            tracing::debug!(%method, peer = %conn.peer, error = %error.code(), "request refused");
             gw.metrics().auth_failure(&error);
             let code = error.code();
             (error.into_response(), Some(code))

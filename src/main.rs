@@ -161,7 +161,7 @@ fn run(config: Config) -> ExitCode {
             listen = %bound(&listeners.main),
             admin = %listeners.admin.as_ref().map(bound).unwrap_or_else(|| "off".into()),
             routes,
-            version = env!("CARGO_PKG_VERSION"),
+            version = %env!("CARGO_PKG_VERSION"),
             "wxgate started"
         );
         tokio::spawn(reloads);

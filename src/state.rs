@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::http::request_id::RequestIds;
 use crate::login::ratelimit::RateLimiter;
 use crate::ops::metrics::{Metrics, RouteHandles};
+use crate::ops::openid_log::OpenidLog;
 use crate::router::Router;
 use crate::store::{CodeOutcome, Store};
 use crate::upstream::pool::{HostPool, Pools};
@@ -46,6 +47,9 @@ pub struct Snapshot {
     pub https: HttpsClients,
     /// By route index: the connection pool of an `http://` upstream.
     pub pools: Vec<Option<Arc<HostPool>>>,
+    /// How log lines show openids. `[log]` is read at start-up only, so a
+    /// reload carries it over, and a hashed log keeps its random key.
+    pub openid_log: Arc<OpenidLog>,
 }
 
 impl Snapshot {
@@ -77,7 +81,12 @@ impl Snapshot {
         } else {
             Some(WeChat::new(&config.wechat)?)
         };
+        let openid_log = match previous {
+            Some(p) => p.openid_log.clone(),
+            None => Arc::new(OpenidLog::new(&config.log.openid)?),
+        };
         Ok(Snapshot {
+            openid_log,
             metrics: metrics.handles(&config),
             https: HttpsClients::new(&config)?,
             pools,

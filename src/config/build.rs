@@ -497,10 +497,34 @@ impl<'a> Builder<'a> {
             .level
             .map_or_else(|| defaults::LOG_LEVEL.to_owned(), |s| s.0);
         checks::log_filter(&level).map_err(|m| self.err("log.level", m))?;
+        let openid = match (
+            l.openid.as_ref().map_or("plain", |s| s.0.as_str()),
+            l.openid_key,
+        ) {
+            ("hashed", key) => {
+                let key = key.map(|k| k.0);
+                if key.as_ref().is_some_and(|k| k.len() < 16) {
+                    return Err(self.err("log.openid_key", "must be at least 16 bytes"));
+                }
+                OpenidLogging::Hashed { key }
+            }
+            (_, Some(_)) => {
+                return Err(self.err("log.openid_key", "only used with log.openid = \"hashed\""))
+            }
+            ("plain", None) => OpenidLogging::Plain,
+            ("off", None) => OpenidLogging::Off,
+            (other, None) => {
+                return Err(self.err(
+                    "log.openid",
+                    format!("`{other}`: expected \"plain\", \"hashed\" or \"off\""),
+                ))
+            }
+        };
         Ok(LogConfig {
             level,
             format,
             access: l.access.unwrap_or(true),
+            openid,
         })
     }
 

@@ -304,6 +304,20 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// One line per request on target `wxgate::access`.
     pub access: bool,
+    /// How log lines show an openid (personal data under PIPL).
+    pub openid: OpenidLogging,
+}
+
+/// `log.openid`; see [`crate::ops::openid_log`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenidLogging {
+    Plain,
+    /// With `log.openid_key`, the same hash on every replica; without, a
+    /// key made at start-up.
+    Hashed {
+        key: Option<Secret>,
+    },
+    Off,
 }
 
 #[derive(Debug, Clone, Default)]

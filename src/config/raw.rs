@@ -141,6 +141,8 @@ pub struct RawLog {
     pub level: Option<Str>,
     pub format: Option<Str>,
     pub access: Option<bool>,
+    pub openid: Option<Str>,
+    pub openid_key: Option<SecretStr>,
 }
 
 #[derive(Deserialize, Default)]

@@ -15,6 +15,7 @@ pub(crate) const SECRET_KEYS: &[&str] = &[
     "store.encryption_key",
     "store.url",
     "internal.token",
+    "log.openid_key",
 ];
 
 pub(crate) fn is_secret_key(key: &str) -> bool {

@@ -139,6 +139,12 @@ fn full_fixture_values() {
     );
     assert_eq!(c.routes[1].auth, AuthMode::None);
     assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(
+        c.log.openid,
+        OpenidLogging::Hashed {
+            key: Some(Secret::new("a-log-key-shared-by-replicas"))
+        }
+    );
     assert!(!c.log.access);
 }
 
@@ -225,6 +231,10 @@ fn no_error_about_a_secret_key_shows_its_value() {
             (
                 format!("{head}[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[token]\n[[token.keys]]\nid = \"k\"\nsecret = {value}\n"),
                 "token.keys.secret",
+            ),
+            (
+                format!("{head}[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n{key}[log]\nopenid = \"hashed\"\nopenid_key = {value}\n"),
+                "log.openid_key",
             ),
         ];
         for (text, key) in texts {

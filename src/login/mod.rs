@@ -260,7 +260,8 @@ async fn run_exchange(
             );
             match minted {
                 Ok((access_token, claims)) => {
-                    tracing::info!(appid = %appid, openid = %session.openid, elapsed_ms, "login");
+                    let openid = snap.openid_log.field(&session.openid);
+                    tracing::info!(appid = %appid, openid, elapsed_ms, "login");
                     gw.store()
                         .put_session(
                             appid,
@@ -286,7 +287,7 @@ async fn run_exchange(
         }
         Err(e) => {
             let mapped = map_wechat_error(&e);
-            tracing::warn!(appid = %appid, error = %e, elapsed_ms, code = mapped.code(), "login refused");
+            tracing::warn!(appid = %appid, error = %e, elapsed_ms, code = %mapped.code(), "login refused");
             match mapped {
                 Error::InvalidCode | Error::CodeUsed | Error::UserBlocked => {
                     Ok(CodeOutcome::Refused(mapped))
@@ -367,8 +368,8 @@ pub async fn logout(
         .drop_session(verified.appid_str(), verified.openid_str())
         .await;
     tracing::info!(
-        appid = verified.appid_str(),
-        openid = verified.openid_str(),
+        appid = %verified.appid_str(),
+        openid = snap.openid_log.field(verified.openid_str()),
         "logout"
     );
     let mut response = Response::new(Body::empty());

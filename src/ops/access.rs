@@ -133,7 +133,10 @@ impl Record {
                 status,
                 duration_ms = millis(duration),
                 upstream_ms = upstream.map(millis),
-                openid = self.identity.as_ref().map(|v| display(v.openid_str())),
+                openid = self
+                    .identity
+                    .as_ref()
+                    .and_then(|v| self.snap.openid_log.field(v.openid_str())),
                 error = error.map(display),
                 peer = %self.peer,
                 request_id = %self.request_id.to_str().unwrap_or_default(),

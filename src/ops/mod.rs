@@ -4,4 +4,5 @@
 pub mod access;
 pub mod admin;
 pub mod metrics;
+pub mod openid_log;
 pub mod reload;

@@ -106,7 +106,14 @@ pub fn keep_startup_settings(new: &mut Config, old: &Config) -> Vec<&'static str
         &mut new.store.capacity,
         &old.store.capacity,
     );
-    let log = |c: &Config| (c.log.level.clone(), c.log.format, c.log.access);
+    let log = |c: &Config| {
+        (
+            c.log.level.clone(),
+            c.log.format,
+            c.log.access,
+            c.log.openid.clone(),
+        )
+    };
     if log(new) != log(old) {
         changed.push("log");
         new.log.clone_from(&old.log);

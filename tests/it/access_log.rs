@@ -22,12 +22,17 @@ struct Flow {
 /// Runs login, proxy, a bad token, session, logout, a revoked token and a
 /// 404 through the binary with `[log] format = format`; returns its log.
 async fn run_flow(format: &str) -> Flow {
+    run_flow_with(format, "").await
+}
+
+/// [`run_flow`] with more `[log]` lines.
+async fn run_flow_with(format: &str, log: &str) -> Flow {
     let fake = FakeWeChat::start().await;
     fake.add_app(APPID, APP_SECRET);
     let up = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "{}\n[log]\nformat = \"{format}\"\n",
+        "{}\n[log]\nformat = \"{format}\"\n{log}\n",
         base_config(&up.url(), &fake.base_url())
     );
     let path = write_config(dir.path(), &text);
@@ -103,6 +108,26 @@ impl Flow {
             .collect()
     }
 
+    /// wxgate's own plain lines write every text field one way, `key=value`
+    /// (tracing's `%`), never `key="value"` (a bare `&str` field).
+    fn assert_fields_written_one_way(&self) {
+        let ours: Vec<&String> = self
+            .lines
+            .iter()
+            .filter(|l| l.contains(" wxgate"))
+            .collect();
+        assert!(ours.len() > 8, "{ours:#?}");
+        for line in ours {
+            let quoted = line.match_indices("=\"").any(|(at, _)| {
+                line[..at]
+                    .bytes()
+                    .last()
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            });
+            assert!(!quoted, "a quoted field in {line}");
+        }
+    }
+
     fn assert_no_secret(&self) {
         assert!(self.lines.len() > 20, "too little was logged");
         for line in &self.lines {
@@ -170,6 +195,52 @@ async fn plain_access_lines_carry_the_fields_and_no_secret() {
             assert!(line.contains(&format!("openid={openid} ")), "{line}");
         }
     }
+    flow.assert_fields_written_one_way();
+}
+
+/// `log.openid = "off"` and `"hashed"`: the openid appears in no line of the
+/// real binary's log (login, proxied request, logout, access lines); hashed,
+/// the same user has the same 16 hex digits in every line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openids_can_be_hashed_or_left_out_of_the_log() {
+    for mode in ["off", "hashed"] {
+        for format in ["plain", "json"] {
+            let flow = run_flow_with(format, &format!("openid = \"{mode}\"")).await;
+            flow.assert_no_secret();
+            assert!(flow.access_lines().len() >= EXPECTED.len());
+            for line in &flow.lines {
+                assert!(!line.contains("o-alice"), "{mode} {format}: {line}");
+            }
+            let shown: Vec<String> = flow
+                .lines
+                .iter()
+                .filter_map(|l| openid_field(l, format))
+                .collect();
+            if mode == "off" {
+                assert!(shown.is_empty(), "{shown:?}");
+                continue;
+            }
+            // Login, the proxied request's access line, logout at least.
+            assert!(shown.len() >= 3, "{mode} {format}: {:#?}", flow.lines);
+            assert!(
+                shown.iter().all(|h| h == &shown[0]
+                    && h.len() == 16
+                    && h.bytes().all(|b| b.is_ascii_hexdigit())),
+                "{shown:?}"
+            );
+        }
+    }
+}
+
+/// The `openid` field of a log line, if it has one.
+fn openid_field(line: &str, format: &str) -> Option<String> {
+    if format == "json" {
+        let v: Value = serde_json::from_str(line).ok()?;
+        return v["fields"]["openid"].as_str().map(str::to_owned);
+    }
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("openid="))
+        .map(str::to_owned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,8 +46,16 @@ class WxgateError extends Error {
   }
 }
 
+// The login in flight per wx and per stored token, shared by every client
+// made on them: a page that makes its own client still joins the login
+// that another one started.
+const flights = new WeakMap()
+
 function createClient (options) {
-  const opts = Object.assign({}, DEFAULTS, options)
+  const opts = Object.assign({}, DEFAULTS)
+  for (const name of Object.keys(options || {})) {
+    if (options[name] !== undefined) opts[name] = options[name]
+  }
   if (typeof opts.baseURL !== 'string' || !/^https?:\/\//.test(opts.baseURL)) {
     throw new TypeError('wxgate-miniprogram: baseURL must be an http(s) URL')
   }
@@ -57,8 +65,10 @@ function createClient (options) {
     throw new TypeError('wxgate-miniprogram: no wx; pass createClient({ wx })')
   }
   const baseURL = opts.baseURL.replace(/\/+$/, '')
-  const bearer = opts.tokenHeader.toLowerCase() === 'authorization'
-  let flight = null
+  const bearer = String(opts.tokenHeader).toLowerCase() === 'authorization'
+  if (!flights.has(wx)) flights.set(wx, {})
+  const inFlight = flights.get(wx)
+  const flightKey = baseURL + '#' + opts.storageKey
 
   // The stored entry: {token, expiresAt} (ms, this device's clock), or null.
   function readStored () {
@@ -152,15 +162,16 @@ function createClient (options) {
   // Logs in now, joining the login in flight if there is one. A code that
   // WeChat refused is replaced once; any other failure ends it.
   function login () {
-    if (!flight) {
-      const done = function () { flight = null }
-      flight = loginOnce().catch(function (e) {
+    if (!inFlight[flightKey]) {
+      const done = function () { delete inFlight[flightKey] }
+      const flight = loginOnce().catch(function (e) {
         if (CODE_ERRORS.indexOf(e.error) >= 0) return loginOnce()
         throw e
       })
+      inFlight[flightKey] = flight
       flight.then(done, done)
     }
-    return flight
+    return inFlight[flightKey]
   }
 
   // The stored token if it is good for more than 60 s, else a new one.
@@ -194,7 +205,7 @@ function createClient (options) {
 
   async function logout () {
     // A login in flight would store its token after this logout.
-    if (flight) await flight.catch(function () {})
+    if (inFlight[flightKey]) await inFlight[flightKey].catch(function () {})
     const tok = getToken()
     clearStored()
     if (!tok) return

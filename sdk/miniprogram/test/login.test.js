@@ -37,6 +37,17 @@ describe('login', function () {
     assert.deepEqual([...carried], [api.getToken()])
   })
 
+  it('two clients on the same wx and storage share the login too', async function () {
+    const wx = h.makeWx(h.newOpenid())
+    const pageA = client(wx)
+    const pageB = client(wx, { loginPath: undefined, timeout: undefined })
+    const answers = await Promise.all([pageA.request({ url: '/api/a' }), pageB.request({ url: '/api/b' })])
+    assert.deepEqual(answers.map(function (r) { return r.statusCode }), [200, 200])
+    assert.equal(wx.logins, 1)
+    assert.equal(await wx.wechatCalls(), 1)
+    assert.equal(pageA.getToken(), pageB.getToken())
+  })
+
   it('login() logs in even with a token stored, and concurrent calls share it', async function () {
     const wx = h.makeWx(h.newOpenid())
     const api = client(wx)

@@ -144,7 +144,7 @@ function createClient (options) {
     const res = await call('request', {
       url: baseURL + opts.loginPath,
       method: 'POST',
-      header: { 'content-type': 'application/json' },
+      header: Object.assign({}, opts.header, { 'content-type': 'application/json' }),
       data: body,
       dataType: 'json',
       timeout: opts.timeout
@@ -182,7 +182,14 @@ function createClient (options) {
 
   function send (name, params, tok) {
     const header = Object.assign({}, opts.header, params.header)
-    if (tok) header[opts.tokenHeader] = bearer ? 'Bearer ' + tok : tok
+    if (tok) {
+      // One token header, whatever the case of a name the caller set.
+      const lower = String(opts.tokenHeader).toLowerCase()
+      for (const name of Object.keys(header)) {
+        if (name.toLowerCase() === lower) delete header[name]
+      }
+      header[opts.tokenHeader] = bearer ? 'Bearer ' + tok : tok
+    }
     const out = Object.assign({ timeout: opts.timeout }, params, { url: url(params.url), header: header })
     delete out.auth
     return call(name, out)

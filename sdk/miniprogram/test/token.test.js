@@ -206,7 +206,7 @@ describe('token', function () {
 
   it('tokenHeader other than Authorization sends the bare token', async function () {
     const wx = h.makeWx(h.newOpenid())
-    const api = client(wx, { tokenHeader: 'X-Token', header: { 'X-Client': 'shop' } })
+    const api = client(wx, { tokenHeader: 'X-Token', header: { 'X-Client': 'shop', 'x-token': 'stale' } })
     await api.login()
     // This gateway reads Authorization, so it answers missing_token: the
     // client hands that 401 back instead of logging in again.
@@ -214,7 +214,9 @@ describe('token', function () {
     const sent = wx.sentTo('/api')[0]
     assert.equal(sent.header['X-Token'], api.getToken())
     assert.equal(sent.header['X-Client'], 'shop')
+    assert.equal(sent.header['x-token'], undefined, 'one token header')
     assert.equal(sent.header.Authorization, undefined)
+    assert.equal(wx.sentTo('/auth/login')[0].header['X-Client'], 'shop', 'default headers go with the login too')
     assert.equal(wx.logins, 1)
   })
 })

@@ -24,6 +24,7 @@ mod keys;
 mod login;
 mod login_faults;
 mod metrics;
+mod miniprogram;
 mod nginx_forward_auth;
 mod proxy;
 mod reload;

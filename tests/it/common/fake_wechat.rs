@@ -211,6 +211,14 @@ impl FakeWeChat {
         }
     }
 
+    /// Marks a minted code as used, as if another server had exchanged it
+    /// (it is then answered with 40163); unknown codes are ignored.
+    pub fn use_code(&self, code: &str) {
+        if let Some(c) = self.shared.lock().codes.get_mut(code) {
+            c.used = true;
+        }
+    }
+
     /// Queues a fault; each `jscode2session` request takes the oldest queued fault, if any.
     pub fn push_fault(&self, fault: Fault) {
         self.shared.lock().faults.push_back(fault);

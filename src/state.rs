@@ -14,18 +14,19 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use futures_util::future::{BoxFuture, Shared};
-use http::HeaderValue;
+use http::header::{self, HeaderValue};
 
 use crate::auth::token::Keys;
 use crate::config::{Config, IdentityConfig};
 use crate::error::Error;
+use crate::http::headers::{StripRule, X_REAL_IP};
 use crate::http::request_id::RequestIds;
 use crate::login::ratelimit::RateLimiter;
 use crate::ops::metrics::{Metrics, RouteHandles};
 use crate::router::Router;
 use crate::store::{CodeOutcome, Store};
-use crate::upstream::pool::{HostPool, Pools};
-use crate::upstream::tls::HttpsClients;
+use crate::upstream::pool::Pools;
+use crate::upstream::Reach;
 use crate::wechat::WeChat;
 
 /// Everything derived from one version of the config file.
@@ -42,10 +43,11 @@ pub struct Snapshot {
     pub login_limiter: Option<Arc<RateLimiter>>,
     /// Metric handles for this config's routes, resolved once.
     pub metrics: RouteHandles,
-    /// Clients for `https://` upstreams, built from this config's trust roots.
-    pub https: HttpsClients,
-    /// By route index: the connection pool of an `http://` upstream.
-    pub pools: Vec<Option<Arc<HostPool>>>,
+    /// By route index: how the route reaches its upstream.
+    pub upstreams: Vec<Reach>,
+    /// By route index, then peer (trusted proxy, other): what a client may
+    /// not send on, in a request's head or its trailers.
+    pub strip: Vec<[Arc<StripRule>; 2]>,
 }
 
 impl Snapshot {
@@ -64,12 +66,22 @@ impl Snapshot {
         });
         let keys = Keys::new(&config.token, config.appids());
         let router = Router::new(config.routes.clone(), &config.auth);
-        let pools = config
+        let strip = config
             .routes
             .iter()
-            .map(|r| {
-                (r.upstream.scheme == http::uri::Scheme::HTTP)
-                    .then(|| pools.get(&r.upstream.authority))
+            .map(|route| {
+                // `Expect: 100-continue` is answered by wxgate itself; a
+                // token stays unless the route forwards it; client-address
+                // headers wxgate ignores from untrusted peers, and so must
+                // an upstream that might believe them.
+                let mut also = vec![header::EXPECT];
+                if !route.forward_token {
+                    also.push(config.auth.token_header.name());
+                }
+                let trusted = StripRule::new(config.identity.clone(), also.clone());
+                also.extend([X_REAL_IP, header::FORWARDED]);
+                let untrusted = StripRule::new(config.identity.clone(), also);
+                [Arc::new(trusted), Arc::new(untrusted)]
             })
             .collect();
         let wechat = if config.dev.simulate_wechat {
@@ -79,8 +91,8 @@ impl Snapshot {
         };
         Ok(Snapshot {
             metrics: metrics.handles(&config),
-            https: HttpsClients::new(&config)?,
-            pools,
+            upstreams: Reach::all(&config, pools)?,
+            strip,
             identity: Arc::new(config.identity.clone()),
             login_limiter,
             router,

@@ -11,6 +11,7 @@ mod access_log;
 mod attack_neighbours;
 mod attack_paths;
 mod attack_resources;
+mod attack_review;
 mod attack_smuggling;
 mod attack_spoofing;
 mod attack_tokens;

@@ -28,7 +28,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use tokio::net::TcpStream;
 
-mod codec;
+pub(crate) mod codec;
 mod exchange;
 
 use exchange::Conn;

@@ -247,13 +247,15 @@ pub fn upstream_answer(data: &[u8]) {
 /// ended, the error if any, and how many bytes were left over.
 #[derive(Debug, PartialEq)]
 struct Read {
-    head: Option<(http::StatusCode, Framing, bool, Vec<(String, Vec<u8>)>)>,
+    head: Option<(http::StatusCode, Framing, bool, Fields)>,
     body: Vec<u8>,
-    trailers: Option<Vec<(String, Vec<u8>)>>,
+    trailers: Option<Fields>,
     ended: bool,
     error: Option<ProtocolError>,
     left: usize,
 }
+
+type Fields = Vec<(String, Vec<u8>)>;
 
 fn read_answer(answer: &[u8], piece: usize, method: &http::Method) -> Read {
     let fields = |h: &http::HeaderMap| {

@@ -26,6 +26,7 @@ mod login_faults;
 mod metrics;
 mod nginx_forward_auth;
 mod proxy;
+mod reference_config;
 mod reload;
 mod route_auth;
 mod routing;

@@ -6,9 +6,10 @@
 //! `docs/configuration.md`.
 //!
 //! A default is checked by loading `gateway.toml` twice, as written and with
-//! that one line uncommented, and comparing the two `Config`s (their `Debug`
-//! text: every field, secrets masked alike). A drifted default changes the
-//! config and fails here.
+//! that one line uncommented (its table's header too when that is commented
+//! out, plus the lines `CONTEXT` gives it), and comparing the two `Config`s
+//! (their `Debug` text: every field, secrets masked alike). A drifted
+//! default changes the config and fails here.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -60,6 +61,20 @@ const PENDING: &[&str] = &[
     "log.openid",
 ];
 
+/// Lines a default needs around it to mean anything: the Redis settings are
+/// refused with the memory backend, so theirs are checked with a minimal
+/// Redis store configured (nothing connects: loading never dials).
+const CONTEXT: &[(&str, &[&str])] = &[
+    ("store.key_prefix", REDIS),
+    ("store.timeout", REDIS),
+    ("store.on_error", REDIS),
+];
+const REDIS: &[&str] = &[
+    r#"backend = "redis""#,
+    r#"url = "redis://127.0.0.1:6379/0""#,
+    r#"encryption_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=""#,
+];
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -77,9 +92,10 @@ struct KeyLine {
     table: String,
     /// Which entry of an array table (from 0, commented-out ones counted).
     entry: usize,
-    /// The table's header, when that header is itself commented out
-    /// (`# [dev]`): its index and its text without the `#`.
-    commented_header: Option<(usize, String)>,
+    /// The table's header: its index and its text without a `#` (a
+    /// commented-out table such as `# [dev]` is checked with its header
+    /// uncommented).
+    header: (usize, String),
     key: String,
     /// The line without its `#`.
     text: String,
@@ -141,7 +157,7 @@ fn key_lines(text: &str) -> Vec<KeyLine> {
     let mut table = String::new();
     let mut entry = 0;
     let mut entries: HashMap<String, usize> = HashMap::new();
-    let mut commented_header = None;
+    let mut header_at = (0, String::new());
     let mut lines = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let trimmed = line.trim();
@@ -154,13 +170,13 @@ fn key_lines(text: &str) -> Vec<KeyLine> {
             entry = *seen;
             *seen += 1;
             table = name;
-            commented_header = commented.then(|| (index, body.to_owned()));
+            header_at = (index, body.to_owned());
         } else if let Some(key) = key_value(body) {
             lines.push(KeyLine {
                 index,
                 table: table.clone(),
                 entry,
-                commented_header: commented_header.clone(),
+                header: header_at.clone(),
                 key,
                 text: body.to_owned(),
                 commented,
@@ -237,9 +253,17 @@ fn every_commented_default_in_gateway_toml_is_the_code_default() {
         if EXAMPLES.contains(&setting.as_str()) {
             continue;
         }
-        let header = line.commented_header.as_ref();
-        let mut edits: Vec<(usize, &str)> =
-            header.map(|(i, h)| (*i, h.as_str())).into_iter().collect();
+        let name = line.name();
+        let context = CONTEXT.iter().find(|(key, _)| *key == name);
+        let header = std::iter::once(line.header.1.as_str())
+            .chain(
+                context
+                    .into_iter()
+                    .flat_map(|(_, lines)| lines.iter().copied()),
+            )
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut edits: Vec<(usize, &str)> = vec![(line.header.0, &header)];
         let base = load(&with_lines(&text, &edits), &path);
         edits.push((line.index, &line.text));
         let with = load(&with_lines(&text, &edits), &path);
@@ -248,8 +272,8 @@ fn every_commented_default_in_gateway_toml_is_the_code_default() {
                 .err()
                 .is_some_and(|e| e.contains("unknown field"))
         };
-        if PENDING.contains(&line.name().as_str()) && (unknown(&base) || unknown(&with)) {
-            pending.push(line.name());
+        if PENDING.contains(&name.as_str()) && (unknown(&base) || unknown(&with)) {
+            pending.push(name);
             continue;
         }
         let at = format!("gateway.toml:{}: `{setting}`", line.index + 1);
@@ -259,7 +283,7 @@ fn every_commented_default_in_gateway_toml_is_the_code_default() {
                 "{at} is not the default: uncommented, {}",
                 first_difference(&base, &with)
             )),
-            (Err(e), _) => failures.push(format!("{at}: its table alone does not load: {e}")),
+            (Err(e), _) => failures.push(format!("{at}: the config around it does not load: {e}")),
             (_, Err(e)) => failures.push(format!("{at}: uncommented, it does not load: {e}")),
         }
     }

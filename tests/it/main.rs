@@ -28,6 +28,7 @@ mod metrics;
 mod miniprogram;
 mod nginx_forward_auth;
 mod proxy;
+mod reference_config;
 mod reload;
 mod route_auth;
 mod routing;

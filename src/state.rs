@@ -27,6 +27,7 @@ use crate::router::Router;
 use crate::store::{CodeOutcome, Store};
 use crate::upstream::pool::Pools;
 use crate::upstream::Reach;
+use crate::wechat::access_token::Tokens;
 use crate::wechat::WeChat;
 
 /// Everything derived from one version of the config file.
@@ -38,6 +39,8 @@ pub struct Snapshot {
     pub identity: Arc<IdentityConfig>,
     /// `None` when `[dev] simulate_wechat` answers logins locally.
     pub wechat: Option<WeChat>,
+    /// The same client for the internal API, which has no simulation.
+    pub wechat_api: WeChat,
     /// Carried over by a reload that keeps the same limit, so a SIGHUP
     /// does not hand every client a fresh budget.
     pub login_limiter: Option<Arc<RateLimiter>>,
@@ -84,11 +87,8 @@ impl Snapshot {
                 [Arc::new(trusted), Arc::new(untrusted)]
             })
             .collect();
-        let wechat = if config.dev.simulate_wechat {
-            None
-        } else {
-            Some(WeChat::new(&config.wechat)?)
-        };
+        let wechat_api = WeChat::new(&config.wechat)?;
+        let wechat = (!config.dev.simulate_wechat).then(|| wechat_api.clone());
         Ok(Snapshot {
             metrics: metrics.handles(&config),
             upstreams: Reach::all(&config, pools)?,
@@ -98,6 +98,7 @@ impl Snapshot {
             router,
             keys,
             wechat,
+            wechat_api,
             config,
         })
     }
@@ -180,6 +181,9 @@ struct Inner {
     draining: AtomicBool,
     metrics: Arc<Metrics>,
     request_ids: RequestIds,
+    /// Each app's WeChat access_token, lent by the internal API; outlives
+    /// configs (a reload that changes an app's secret drops its token).
+    tokens: Tokens,
 }
 
 impl Gateway {
@@ -194,6 +198,7 @@ impl Gateway {
                 pools,
                 logins: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
+                tokens: Tokens::new(metrics.clone()),
                 metrics,
                 request_ids: RequestIds::default(),
             }),
@@ -227,6 +232,10 @@ impl Gateway {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.inner.tokens
     }
 
     pub(crate) fn logins(&self) -> &Mutex<HashMap<(String, String), InFlight>> {

@@ -98,6 +98,7 @@ impl TestGateway {
             main,
             admin: Some(admin),
             echo: None,
+            internal: None,
         };
         let task = tokio::spawn(wxgate::run(gw.clone(), listeners, async {
             let _ = rx.await;

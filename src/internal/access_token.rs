@@ -6,8 +6,8 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::{body, json, Call};
-use crate::http::body::Body;
 use crate::error::Error;
+use crate::http::body::Body;
 use crate::wechat::access_token::Current;
 
 pub(super) async fn get(call: &Call<'_>) -> Result<http::Response<Body>, Error> {

@@ -30,9 +30,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-use crate::http::body::Body;
 use crate::config::{AppConfig, InternalConfig};
 use crate::error::Error;
+use crate::http::body::Body;
 use crate::state::{Gateway, Snapshot};
 
 /// Serves the internal API until the task is dropped.

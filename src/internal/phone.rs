@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{body, json, Call};
-use crate::http::body::Body;
 use crate::error::Error;
+use crate::http::body::Body;
 use crate::wechat::access_token::is_token_refused;
 use crate::wechat::api::api_error;
 use crate::wechat::WeChatError;

@@ -18,8 +18,8 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{body, Call};
-use crate::http::body::Body;
 use crate::error::Error;
+use crate::http::body::Body;
 use crate::wechat::access_token::is_token_refused;
 use crate::wechat::api::{api_error, RelayRequest, Relayed};
 

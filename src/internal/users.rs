@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::phone::errcode_of;
 use super::{body, json, Call};
-use crate::http::body::Body;
 use crate::error::Error;
+use crate::http::body::Body;
 use crate::store::SessionStore;
 use crate::wechat::access_token::is_token_refused;
 use crate::wechat::api::api_error;

@@ -21,6 +21,7 @@ mod forward_auth;
 mod fuzz_regressions;
 mod h2_parity;
 mod headers;
+mod internal_token;
 mod keys;
 mod login;
 mod login_faults;

@@ -21,6 +21,8 @@ mod forward_auth;
 mod fuzz_regressions;
 mod h2_parity;
 mod headers;
+mod internal_access;
+mod internal_relay;
 mod internal_token;
 mod keys;
 mod login;

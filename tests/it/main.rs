@@ -24,6 +24,7 @@ mod headers;
 mod internal_access;
 mod internal_relay;
 mod internal_token;
+mod internal_users;
 mod keys;
 mod login;
 mod login_faults;

@@ -127,17 +127,24 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Respo
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let routed = route(&path);
+    let mut admitted = false;
     let result = match &rt.config.internal {
         // A reload cannot remove the listener; refuse everyone instead.
         None => Err(Error::Forbidden),
         Some(config) => match admit(config, peer, req.headers()) {
-            Ok(()) => dispatch(gw, &rt, config, routed, req).await,
+            Ok(()) => {
+                admitted = true;
+                dispatch(gw, &rt, config, routed, req).await
+            }
             Err(e) => Err(e),
         },
     };
     let (mut response, error) = match result {
         Ok(response) => (response, None),
-        Err(error) => (error.clone().into_response(), Some(error.code())),
+        Err(error) => {
+            let code = error.code();
+            (error.into_response(), Some(code))
+        }
     };
     // Tokens and user data: nothing here may be cached on the way.
     response
@@ -147,19 +154,21 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Respo
     let label = routed.map_or("none", |(_, e)| e.label());
     gw.metrics().internal_request(label, status);
     if rt.config.log.access {
-        let duration = start.elapsed();
+        // What the path names is logged only for an admitted caller: a
+        // refused one does not get to write into the log.
+        let named = routed.filter(|_| admitted);
         tracing::info!(
             target: "wxgate::access",
             listener = "internal",
             method = %method,
             endpoint = label,
-            appid = routed.map(|(appid, _)| appid),
-            wechat_path = routed.and_then(|(_, e)| match e {
+            appid = named.map(|(appid, _)| appid),
+            wechat_path = named.and_then(|(_, e)| match e {
                 Endpoint::Relay(path) => Some(path),
                 _ => None,
             }),
             status,
-            duration_ms = duration.as_secs_f64() * 1000.0,
+            duration_ms = start.elapsed().as_micros() as f64 / 1000.0,
             error,
             peer = %peer.ip(),
             "request"

@@ -322,15 +322,23 @@ async fn the_internal_api_leaks_nothing() {
     // (what, reply, may it carry an access_token?)
     let mut replies: Vec<(String, Reply, bool)> = Vec::new();
     let relay = |path: &str, body: &'static str| {
-        t.request(Method::POST, &format!("wechat/{path}?access_token={caller_token}"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        t.request(
+            Method::POST,
+            &format!("wechat/{path}?access_token={caller_token}"),
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
     };
     let t1 = t.get("access_token").await;
     let held = t1.token();
     replies.push(("access_token".into(), t1, true));
-    let reply = Reply::read(relay("wxa/msg_sec_check", r#"{"content":"hi"}"#).await.unwrap()).await;
+    let reply = Reply::read(
+        relay("wxa/msg_sec_check", r#"{"content":"hi"}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
     replies.push(("relay".into(), reply, false));
     t.fake().rotate_token(APPID);
     let reply = Reply::read(relay("wxa/getwxacodeunlimit", "{}").await.unwrap()).await;
@@ -362,24 +370,43 @@ async fn the_internal_api_leaks_nothing() {
     t.setup.login_as("o-alice").await;
     let first_key = t.fake().session_key(APPID, "o-alice").unwrap();
     seen.secret("o-alice's first session_key", &first_key);
-    seen.secret("its checksession signature", &checksession_signature(&first_key));
+    seen.secret(
+        "its checksession signature",
+        &checksession_signature(&first_key),
+    );
     let now = wxgate::auth::token::now();
     let data = serde_json::json!({"stepInfoList": []});
-    let (d, iv) = t.fake().encrypted_data(APPID, "o-alice", data.clone(), APPID, now);
+    let (d, iv) = t
+        .fake()
+        .encrypted_data(APPID, "o-alice", data.clone(), APPID, now);
     let reply = t
-        .post_json("users/o-alice/decrypt", serde_json::json!({"encryptedData": d, "iv": iv}))
+        .post_json(
+            "users/o-alice/decrypt",
+            serde_json::json!({"encryptedData": d, "iv": iv}),
+        )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     replies.push(("decrypt".into(), reply, false));
-    replies.push(("session".into(), t.get("users/o-alice/session").await, false));
+    replies.push((
+        "session".into(),
+        t.get("users/o-alice/session").await,
+        false,
+    ));
     t.fake().rotate_session_key(APPID, "o-alice");
     let (d, iv) = t.fake().encrypted_data(APPID, "o-alice", data, APPID, now);
     let reply = t
-        .post_json("users/o-alice/decrypt", serde_json::json!({"encryptedData": d, "iv": iv}))
+        .post_json(
+            "users/o-alice/decrypt",
+            serde_json::json!({"encryptedData": d, "iv": iv}),
+        )
         .await;
     reply.assert_error(422, "decrypt_failed");
     replies.push(("decrypt after rotation".into(), reply, false));
-    replies.push(("stale session".into(), t.get("users/o-alice/session").await, false));
+    replies.push((
+        "stale session".into(),
+        t.get("users/o-alice/session").await,
+        false,
+    ));
     seen.session_keys(t.fake(), APPID, &["o-alice"]);
     let code = t.fake().mint_phone_code(APPID, "86", "13800138000");
     for what in ["phone", "phone reused"] {
@@ -433,13 +460,24 @@ async fn the_internal_api_leaks_nothing() {
         "no access-log line of the internal API"
     );
     for token in &tokens {
-        assert!(!log.contains(token.as_str()), "an access_token in the log:\n{log}");
+        assert!(
+            !log.contains(token.as_str()),
+            "an access_token in the log:\n{log}"
+        );
     }
     for (what, reply, may_carry_token) in &replies {
-        let text = format!("{:?} {:?} {}", reply.content_type, reply.cache_control, reply.text());
+        let text = format!(
+            "{:?} {:?} {}",
+            reply.content_type,
+            reply.cache_control,
+            reply.text()
+        );
         for token in &tokens {
             if !may_carry_token {
-                assert!(!text.contains(token.as_str()), "an access_token in {what}: {text}");
+                assert!(
+                    !text.contains(token.as_str()),
+                    "an access_token in {what}: {text}"
+                );
             }
         }
         for (secret, value) in &seen.secrets {

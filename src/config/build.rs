@@ -102,7 +102,10 @@ impl Builder<'_> {
         let token = self.token(raw.token)?;
         let identity = self.identity(raw.identity)?;
         let store = self.store(raw.store)?;
-        let internal = raw.internal.map(|i| self.internal(i)).transpose()?;
+        let internal = raw
+            .internal
+            .map(|i| self.internal(i, &server, admin.as_ref()))
+            .transpose()?;
         let routes = self.routes(raw.routes, &server, &apps)?;
         let log = self.log(raw.log)?;
         let dev = self.dev(raw.dev, &server, admin.as_ref())?;

@@ -3,11 +3,27 @@
 use super::*;
 
 impl Builder<'_> {
-    pub(super) fn internal(&self, i: RawInternal) -> Result<InternalConfig> {
+    pub(super) fn internal(
+        &self,
+        i: RawInternal,
+        server: &ServerConfig,
+        admin: Option<&AdminConfig>,
+    ) -> Result<InternalConfig> {
         let listen = match &i.listen {
             Some(listen) => self.addr("internal.listen", listen)?,
             None => defaults::INTERNAL_LISTEN.parse().expect("a valid default"),
         };
+        // Its own socket, never the main one (port 0: each gets its own).
+        let taken = std::iter::once(("server.listen", server.listen))
+            .chain(admin.map(|a| ("admin.listen", a.listen)));
+        for (key, addr) in taken {
+            if listen.port() != 0 && listen == addr {
+                return Err(self.err(
+                    "internal.listen",
+                    format!("{listen} is also {key}: the internal API needs its own address"),
+                ));
+            }
+        }
         let allow = match i.allow {
             Some(list) => list
                 .into_iter()

@@ -18,43 +18,32 @@ mod phone;
 mod relay;
 mod users;
 
-use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 use crate::config::{AppConfig, InternalConfig};
 use crate::error::Error;
 use crate::http::body::Body;
+use crate::ops::admin::serve_http1;
+use crate::secret::Secret;
 use crate::state::{Gateway, Snapshot};
+use crate::wechat::access_token::is_token_refused;
+use crate::wechat::WeChatError;
 
 /// Serves the internal API until the task is dropped.
 pub async fn serve(gw: Gateway, listener: TcpListener) {
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            tokio::task::yield_now().await;
-            continue;
-        };
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(handle(&gw, req, peer).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    serve_http1(gw, listener, |gw, req, peer| async move {
+        handle(&gw, req, peer).await
+    })
+    .await
 }
 
 /// What a request asked for, by path.
@@ -246,6 +235,29 @@ struct Call<'a> {
     app: &'a AppConfig,
 }
 
+impl Call<'_> {
+    /// A WeChat JSON API called with the app's token: renewed and called
+    /// once more if WeChat refuses the token (see `Tokens::with_token`).
+    /// The outer error is wxgate's; the inner one is WeChat's answer.
+    async fn wechat_json<F, Fut>(&self, mut api: F) -> Result<Result<Value, WeChatError>, Error>
+    where
+        F: FnMut(Secret) -> Fut,
+        Fut: Future<Output = Result<Value, WeChatError>>,
+    {
+        let refused = |r: &Result<Value, WeChatError>| match r {
+            Err(WeChatError::Errcode(code)) => is_token_refused(Some(*code)),
+            _ => false,
+        };
+        self.gw
+            .tokens()
+            .with_token(&self.rt.wechat_api, self.app, refused, |token| {
+                let answer = api(token);
+                async move { Ok(answer.await) }
+            })
+            .await
+    }
+}
+
 /// A 200 JSON answer.
 fn json(value: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Body::full(value.to_string()));
@@ -307,7 +319,7 @@ mod tests {
             allow: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             token: Some(crate::secret::Secret::new("internal-token-0123456789")),
             max_body: 1024,
-            decrypt_max_age: Duration::from_secs(600),
+            decrypt_max_age: std::time::Duration::from_secs(600),
         };
         let headers = |auth: &str| {
             let mut h = http::HeaderMap::new();

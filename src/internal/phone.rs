@@ -9,7 +9,6 @@ use serde_json::Value;
 use super::{body, json, Call};
 use crate::error::Error;
 use crate::http::body::Body;
-use crate::wechat::access_token::is_token_refused;
 use crate::wechat::api::api_error;
 use crate::wechat::WeChatError;
 
@@ -28,17 +27,10 @@ pub(super) async fn phone_number(
     }
     let wechat = &call.rt.wechat_api;
     let answer = call
-        .gw
-        .tokens()
-        .with_token(
-            wechat,
-            call.app,
-            |r: &Result<Value, WeChatError>| is_token_refused(errcode_of(r)),
-            |token| {
-                let code = &code;
-                async move { Ok(wechat.phone_number(&token, code).await) }
-            },
-        )
+        .wechat_json(|token| {
+            let code = &code;
+            async move { wechat.phone_number(&token, code).await }
+        })
         .await?;
     let answer = match answer {
         Ok(answer) => answer,
@@ -67,11 +59,4 @@ pub(super) async fn phone_number(
         "purePhoneNumber": pure,
         "countryCode": country,
     })))
-}
-
-pub(super) fn errcode_of(r: &Result<Value, WeChatError>) -> Option<i64> {
-    match r {
-        Err(WeChatError::Errcode(code)) => Some(*code),
-        _ => None,
-    }
 }

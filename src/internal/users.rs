@@ -8,12 +8,11 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::phone::errcode_of;
 use super::{body, json, Call};
 use crate::error::Error;
 use crate::http::body::Body;
+use crate::secret::Secret;
 use crate::store::SessionStore;
-use crate::wechat::access_token::is_token_refused;
 use crate::wechat::api::api_error;
 use crate::wechat::crypt::{self, CryptError};
 use crate::wechat::WeChatError;
@@ -37,18 +36,12 @@ pub(super) async fn decrypt(
     request: Incoming,
 ) -> Result<http::Response<Body>, Error> {
     let Encrypted { encrypted_data, iv } = body::json(request).await?;
-    let session = call
-        .gw
-        .store()
-        .session(&call.app.appid, openid)
-        .await
-        .ok_or(Error::SessionUnknown)?;
-    let object = crypt::decrypt(session.session_key.expose(), &encrypted_data, &iv).map_err(
-        |e| match e {
+    let session_key = stored_key(call, openid).await?;
+    let object =
+        crypt::decrypt(session_key.expose(), &encrypted_data, &iv).map_err(|e| match e {
             CryptError::BadInput(why) => Error::InvalidRequest(why),
             CryptError::Failed => Error::DecryptFailed,
-        },
-    )?;
+        })?;
     check_watermark(
         &object,
         &call.app.appid,
@@ -56,6 +49,12 @@ pub(super) async fn decrypt(
         crate::auth::token::now(),
     )?;
     Ok(json(&Value::Object(object)))
+}
+
+/// The user's latest session_key, from the store.
+async fn stored_key(call: &Call<'_>, openid: &str) -> Result<Secret, Error> {
+    let session = call.gw.store().session(&call.app.appid, openid).await;
+    Ok(session.ok_or(Error::SessionUnknown)?.session_key)
 }
 
 /// `watermark.appid` must be this app and `watermark.timestamp` (Unix
@@ -83,26 +82,13 @@ fn check_watermark(
 }
 
 pub(super) async fn session(call: &Call<'_>, openid: &str) -> Result<http::Response<Body>, Error> {
-    let session = call
-        .gw
-        .store()
-        .session(&call.app.appid, openid)
-        .await
-        .ok_or(Error::SessionUnknown)?;
-    let signature = crypt::checksession_signature(session.session_key.expose());
+    let signature = crypt::checksession_signature(stored_key(call, openid).await?.expose());
     let wechat = &call.rt.wechat_api;
     let answer = call
-        .gw
-        .tokens()
-        .with_token(
-            wechat,
-            call.app,
-            |r: &Result<Value, WeChatError>| is_token_refused(errcode_of(r)),
-            |token| {
-                let signature = &signature;
-                async move { Ok(wechat.check_session(&token, openid, signature).await) }
-            },
-        )
+        .wechat_json(|token| {
+            let signature = &signature;
+            async move { wechat.check_session(&token, openid, signature).await }
+        })
         .await?;
     let valid = match answer {
         Ok(_) => true,

@@ -140,3 +140,64 @@ async fn it_is_off_unless_configured() {
     let gw = TestGateway::start_config(config).await;
     assert!(gw.internal.is_none());
 }
+
+#[tokio::test]
+async fn the_binary_binds_and_serves_it() {
+    use crate::common::fake_wechat::FakeWeChat;
+    use crate::common::process::*;
+
+    let fake = FakeWeChat::start().await;
+    fake.add_app(APPID, APP_SECRET);
+    let up = upstream::Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\n[internal]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"internal_token\"\n",
+        base_config(&up.url(), &fake.base_url())
+    );
+    std::fs::write(
+        dir.path().join("internal_token"),
+        format!("{INTERNAL_TOKEN}\n"),
+    )
+    .unwrap();
+    let path = write_config(dir.path(), &text);
+
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_wxgate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{shown}");
+    assert!(
+        shown.contains(
+            "internal API 127.0.0.1:0 (allow 127.0.0.0/8, ::1/128; Bearer token required)"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains(INTERNAL_TOKEN));
+
+    let mut proc = Proc::start(&path);
+    let started = proc.wait_for("wxgate started");
+    let internal = started
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("internal="))
+        .unwrap_or_else(|| panic!("no internal= in {started}"))
+        .to_owned();
+    let url = format!("http://{internal}/v1/apps/{APPID}/access_token");
+    let res = client()
+        .get(&url)
+        .bearer_auth(INTERNAL_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+    assert_eq!(
+        body["access_token"].as_str(),
+        fake.current_token(APPID).as_deref()
+    );
+    let res = client().get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let log = proc.stop().join("\n");
+    assert!(!log.contains(INTERNAL_TOKEN) && !log.contains(body["access_token"].as_str().unwrap()));
+}

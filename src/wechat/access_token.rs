@@ -36,6 +36,9 @@ pub const FORCE_INTERVAL: Duration = Duration::from_secs(30);
 /// And more than this many a day.
 pub const FORCES_PER_DAY: usize = 20;
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// A token is never kept longer than this, whatever WeChat says (7200 s
+/// is what it says): an absurd `expires_in` must not overflow a deadline.
+const LONGEST_LIFE: u64 = 24 * 3600;
 
 /// The token in force and its seconds left.
 #[derive(Debug, Clone)]
@@ -76,7 +79,7 @@ struct Held {
 
 impl Held {
     fn new(issued: Issued, now: Instant) -> Held {
-        let life = Duration::from_secs(issued.expires_in);
+        let life = Duration::from_secs(issued.expires_in.min(LONGEST_LIFE));
         // Renew RENEW_AHEAD before expiry, or halfway through a life
         // shorter than that, never on every call.
         let renew_in = life.saturating_sub(RENEW_AHEAD).max(life / 2);
@@ -326,5 +329,8 @@ mod tests {
         assert_eq!(h.renew_at - now, Duration::from_secs(100));
         assert!(h.usable(now + Duration::from_secs(199)));
         assert!(!h.usable(now + Duration::from_secs(200)));
+        // An absurd life is capped, not an overflow.
+        let h = held(u64::MAX);
+        assert_eq!(h.current(now).expires_in, LONGEST_LIFE);
     }
 }

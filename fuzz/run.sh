@@ -4,7 +4,7 @@
 set -e
 cd "$(dirname "$0")/.."
 SECS=${1:-240}
-for t in path_normalize token_verify config_parse wechat_answer; do
+for t in path_normalize token_verify config_parse wechat_answer upstream_answer; do
   mkdir -p fuzz/corpus/$t
   cp fuzz/regressions/$t/* fuzz/corpus/$t/
   cargo +nightly fuzz run "$t" fuzz/corpus/$t -- -max_total_time="$SECS" -rss_limit_mb=1024 \

@@ -19,6 +19,7 @@ use crate::login;
 use crate::ops::access::Record;
 use crate::proxy;
 use crate::router::{check_method, upstream_path_and_query, Target};
+use crate::server::deadlines::Deadline;
 use crate::state::{ConnInfo, Gateway, Snapshot};
 
 /// Serves one request; every failure becomes its JSON error answer.
@@ -96,7 +97,18 @@ async fn serve(
     let upstream_target = upstream_path_and_query(route, &path, parts.uri.query());
     record.identity.clone_from(&identity);
     record.upstream_from = Some(std::time::Instant::now());
-    proxy::forward(snap, index, parts, body, upstream_target, conn, identity).await
+    let deadline = Deadline::after(conn.clock.as_deref(), route.timeout);
+    proxy::forward(
+        snap,
+        index,
+        parts,
+        body,
+        upstream_target,
+        conn,
+        identity,
+        deadline,
+    )
+    .await
 }
 
 /// An absolute-form target must name a route's host or wxgate's own address.

@@ -49,6 +49,23 @@ pub enum Error {
     WeChatTimeout,
     #[error("internal error")]
     Internal,
+    // The internal API's own refusals (see `internal`).
+    #[error("caller not allowed on the internal API")]
+    Forbidden,
+    #[error("this WeChat path needs the AppSecret")]
+    ForbiddenPath,
+    #[error("unknown appid")]
+    UnknownApp,
+    #[error("no session_key stored for this user")]
+    SessionUnknown,
+    #[error("encryptedData does not decrypt with the stored session_key")]
+    DecryptFailed,
+    #[error("the watermark names another appid or is too old")]
+    WatermarkMismatch,
+    /// WeChat 40029 to a getPhoneNumber code: 422 here, unlike a login
+    /// code's 401, since the caller is a backend, not the token holder.
+    #[error("the phone code is invalid or expired")]
+    PhoneCodeInvalid,
 }
 
 impl Error {
@@ -77,6 +94,13 @@ impl Error {
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             WeChatTimeout => (StatusCode::GATEWAY_TIMEOUT, "wechat_timeout"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ForbiddenPath => (StatusCode::FORBIDDEN, "forbidden_path"),
+            UnknownApp => (StatusCode::NOT_FOUND, "unknown_app"),
+            SessionUnknown => (StatusCode::NOT_FOUND, "session_unknown"),
+            DecryptFailed => (StatusCode::UNPROCESSABLE_ENTITY, "decrypt_failed"),
+            WatermarkMismatch => (StatusCode::UNPROCESSABLE_ENTITY, "watermark_mismatch"),
+            PhoneCodeInvalid => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_code"),
         }
     }
 
@@ -113,6 +137,24 @@ impl Error {
             UpstreamTimeout => "the upstream service did not answer in time".to_owned(),
             WeChatTimeout => "WeChat did not answer in time".to_owned(),
             Internal => "internal error".to_owned(),
+            Forbidden => "this caller may not use the internal API".to_owned(),
+            ForbiddenPath => {
+                "this WeChat path needs the AppSecret, which wxgate does not lend".to_owned()
+            }
+            UnknownApp => "no app with this appid is configured".to_owned(),
+            SessionUnknown => {
+                "no session_key is stored for this user; the mini-program must log in again"
+                    .to_owned()
+            }
+            DecryptFailed => "the data does not decrypt with the user's current session_key; \
+                              log in again, then fetch the data again"
+                .to_owned(),
+            WatermarkMismatch => {
+                "the data's watermark names another appid or is too old".to_owned()
+            }
+            PhoneCodeInvalid => {
+                "WeChat refused the phone code (invalid, expired or used)".to_owned()
+            }
         }
     }
 

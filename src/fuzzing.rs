@@ -15,6 +15,7 @@ use crate::auth::token::Keys;
 use crate::auth::token::TokenError;
 use crate::config::Config;
 use crate::http::path::normalize;
+use crate::upstream::pool::codec::{parse_head, Chunked, Decoded, Framing, ProtocolError};
 use crate::wechat::parse_answer;
 
 /// The signing key of [`token_verify`]'s config.
@@ -206,4 +207,122 @@ pub fn wechat_answer(data: &[u8]) {
         assert!(header_safe_id(id), "accepted id {id:?}");
     }
     assert!(!session.session_key.expose().is_empty());
+}
+
+/// An upstream's answer is read the same however its bytes arrive: the
+/// head parser and the chunked decoder give the same head, body, trailers,
+/// end and error whether the answer comes whole or in pieces of any size
+/// (the first input byte picks the size, and HEAD or GET). A reader that
+/// depended on where a read ended would misread an answer, and on a reused
+/// connection hand its rest to the next client.
+pub fn upstream_answer(data: &[u8]) {
+    let Some((&choice, answer)) = data.split_first() else {
+        return;
+    };
+    let method = if choice & 0x80 != 0 {
+        http::Method::HEAD
+    } else {
+        http::Method::GET
+    };
+    let piece = usize::from(choice & 0x0f) + 1;
+    let whole = read_answer(answer, answer.len().max(1), &method);
+    let pieces = read_answer(answer, piece, &method);
+    assert_eq!(whole, pieces, "read whole vs in pieces of {piece}");
+    if let Some(head) = &whole.head {
+        assert!(!head.0.is_informational(), "an interim answer was returned");
+        // An answer is reused only when its end is certain.
+        if head.2 {
+            assert!(
+                matches!(head.1, Framing::Length(_) | Framing::Chunked),
+                "reusable with framing {:?}",
+                head.1
+            );
+        }
+    }
+    assert!(whole.body.len() <= answer.len());
+}
+
+/// What reading an answer gave: the head (status, framing, reusable,
+/// headers), the decoded body of a chunked one, its trailers, whether it
+/// ended, the error if any, and how many bytes were left over.
+#[derive(Debug, PartialEq)]
+struct Read {
+    head: Option<(http::StatusCode, Framing, bool, Fields)>,
+    body: Vec<u8>,
+    trailers: Option<Fields>,
+    ended: bool,
+    error: Option<ProtocolError>,
+    left: usize,
+}
+
+type Fields = Vec<(String, Vec<u8>)>;
+
+fn read_answer(answer: &[u8], piece: usize, method: &http::Method) -> Read {
+    let fields = |h: &http::HeaderMap| {
+        h.iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let mut read = Read {
+        head: None,
+        body: Vec::new(),
+        trailers: None,
+        ended: false,
+        error: None,
+        left: 0,
+    };
+    let mut buf = bytes::BytesMut::new();
+    let mut chunks = answer.chunks(piece);
+    let mut decoder: Option<Chunked> = None;
+    'feed: loop {
+        if read.head.is_none() {
+            match parse_head(&mut buf, method) {
+                Err(e) => {
+                    read.error = Some(e);
+                    break;
+                }
+                Ok(Some(head)) => {
+                    if head.framing == Framing::Chunked {
+                        decoder = Some(Chunked::Size);
+                    }
+                    read.head = Some((
+                        head.status,
+                        head.framing,
+                        head.reusable,
+                        fields(&head.headers),
+                    ));
+                }
+                Ok(None) => match chunks.next() {
+                    Some(more) => {
+                        buf.extend_from_slice(more);
+                        continue;
+                    }
+                    None => break,
+                },
+            }
+        }
+        let Some(state) = decoder.as_mut() else {
+            break;
+        };
+        loop {
+            match state.decode(&mut buf) {
+                Err(e) => {
+                    read.error = Some(e);
+                    break 'feed;
+                }
+                Ok(Decoded::Data(data)) => read.body.extend_from_slice(&data),
+                Ok(Decoded::End(trailers)) => {
+                    read.trailers = trailers.as_ref().map(fields);
+                    read.ended = true;
+                    break 'feed;
+                }
+                Ok(Decoded::NeedMore) => match chunks.next() {
+                    Some(more) => buf.extend_from_slice(more),
+                    None => break 'feed,
+                },
+            }
+        }
+    }
+    read.left = buf.len() + chunks.map(<[u8]>::len).sum::<usize>();
+    read
 }

@@ -28,6 +28,11 @@
 //! [`config`] (`gateway.toml` into a validated [`Config`]), [`secret`] (the
 //! masked secret type) and [`dev`] (the built-in echo upstream).
 //!
+//! Off the request path, on a listener of its own: [`internal`], the API
+//! the operator's own services call for what only wxgate holds (each app's
+//! WeChat access_token, kept by [`wechat::access_token`]; a relay to
+//! WeChat's server APIs; decryption with a user's session_key).
+//!
 //! No two modules import each other, directly or through others:
 //! `.ci/check-layering` fails on a cycle.
 
@@ -41,6 +46,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod internal;
 pub mod login;
 pub mod ops;
 pub mod proxy;
@@ -66,6 +72,8 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// `[dev] echo_upstream`.
     pub echo: Option<TcpListener>,
+    /// `[internal]`: the internal API.
+    pub internal: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -86,6 +94,10 @@ impl Listeners {
                 Some(addr) => Some(bind(addr).await?),
                 None => None,
             },
+            internal: match &config.internal {
+                Some(internal) => Some(bind(internal.listen).await?),
+                None => None,
+            },
         })
     }
 }
@@ -96,6 +108,9 @@ pub async fn run(gw: Gateway, listeners: Listeners, shutdown: impl Future<Output
     let mut side_tasks = Vec::new();
     if let Some(admin) = listeners.admin {
         side_tasks.push(tokio::spawn(ops::admin::serve(gw.clone(), admin)));
+    }
+    if let Some(internal) = listeners.internal {
+        side_tasks.push(tokio::spawn(internal::serve(gw.clone(), internal)));
     }
     if let Some(echo) = listeners.echo {
         side_tasks.push(tokio::spawn(dev::serve_echo(echo)));

@@ -160,6 +160,7 @@ fn run(config: Config) -> ExitCode {
         tracing::info!(
             listen = %bound(&listeners.main),
             admin = %listeners.admin.as_ref().map(bound).unwrap_or_else(|| "off".into()),
+            internal = %listeners.internal.as_ref().map(bound).unwrap_or_else(|| "off".into()),
             routes,
             version = %env!("CARGO_PKG_VERSION"),
             "wxgate started"
@@ -276,6 +277,20 @@ fn route_table(config: &Config) -> String {
             .map(|a| format!(", admin {}", a.listen))
             .unwrap_or_default()
     );
+    if let Some(internal) = &config.internal {
+        let allow: Vec<String> = internal.allow.iter().map(|n| n.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "internal API {} (allow {}; {})",
+            internal.listen,
+            allow.join(", "),
+            if internal.token.is_some() {
+                "Bearer token required"
+            } else {
+                "no token"
+            }
+        );
+    }
     let _ = writeln!(
         out,
         "apps {}",

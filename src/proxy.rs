@@ -1,15 +1,15 @@
-//! Forwarding: rewrite the request for the upstream, send it on a pooled
-//! connection ([`crate::upstream::pool`] for `http://`, hyper-util's client with
-//! rustls for `https://`), stream the answer back. WebSocket upgrades are
-//! spliced after the route's auth check. Bodies are never collected.
+//! Forwarding, as named phases: rewrite the request for the upstream (strip
+//! what the client may not say, inject the verified identity, set the
+//! `X-Forwarded-*` fields), send it ([`Reach::send`], the one way out),
+//! then rewrite the answer (the one rule for answers) and stream it back.
+//! WebSocket upgrades are spliced after the route's auth check. Bodies are
+//! never collected.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
-use http::{Request, Response, StatusCode, Version};
-use http_body::Body as _;
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -19,11 +19,13 @@ use crate::auth::token::Verified;
 use crate::error::Error;
 use crate::http::body::Body;
 use crate::http::headers;
-use crate::server::deadlines::Within;
+use crate::server::deadlines::Deadline;
 use crate::state::{ConnInfo, Snapshot};
-use crate::upstream::pool::Outgoing;
+use crate::upstream::Reach;
 
-/// Forwards a request that passed route `index`'s checks.
+/// Forwards a request that passed route `index`'s checks, waiting for the
+/// upstream's answer until `deadline`.
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     snap: &Arc<Snapshot>,
     index: usize,
@@ -32,6 +34,7 @@ pub async fn forward(
     target: String,
     conn: &ConnInfo,
     verified: Option<Arc<Verified>>,
+    deadline: Deadline<'_>,
 ) -> Result<Response<Body>, Error> {
     let route = snap.router.route(index);
     let present = headers::HopByHop::of(&parts.headers);
@@ -54,22 +57,15 @@ pub async fn forward(
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
 
+    // Phase 1: the request. Strip first, then set: nothing the client sends
+    // (a `Connection` line naming them, say) removes what wxgate sets.
     let h = &mut parts.headers;
+    let trusted = headers::is_trusted(conn.peer.ip(), &snap.config.server.trusted_proxies);
+    let strip = &snap.strip[index][usize::from(!trusted)];
     // (`insert` hands back the client's `Host`.)
     let client_host = h.insert(header::HOST, route.upstream.host_header.clone());
+    strip.apply(h);
     let original_host = authority.or(client_host);
-    // wxgate answered (or will answer) `Expect: 100-continue` itself. Other
-    // client-address headers: wxgate ignores them from untrusted peers, and
-    // so must an upstream that might believe them.
-    let untrusted = !headers::is_trusted(conn.peer.ip(), &snap.config.server.trusted_proxies);
-    // (A forwarded token leaves its slot to `Expect` again.)
-    let token = match route.forward_token {
-        true => header::EXPECT,
-        false => snap.config.auth.token_header.name(),
-    };
-    let also = [header::EXPECT, token, headers::X_REAL_IP, header::FORWARDED];
-    let also = if untrusted { &also[..] } else { &also[..2] };
-    headers::strip_request_headers(h, &snap.identity, also);
     if let Some(who) = &verified {
         auth::inject_identity(h, who, &snap.identity);
     }
@@ -81,69 +77,16 @@ pub async fn forward(
     if wants_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-
     let target =
         PathAndQuery::try_from(target).map_err(|_| Error::InvalidRequest("bad request target"))?;
-    let failed = |e: &(dyn std::error::Error + 'static), connect: bool| {
-        let cause = root_cause(e);
-        tracing::warn!(upstream = %route.upstream, error = %e, %cause, connect, "upstream failed");
-        Error::UpstreamUnavailable
-    };
-    let pool = snap.pools[index].as_ref();
-    // Most requests: written and read by this task (see `pool::exchange`).
-    let body = match (pool, &upgrade) {
-        (Some(pool), None) => match known_length(&parts.headers, body) {
-            Ok(body) => {
-                let out = Outgoing {
-                    method: &parts.method,
-                    target: target.as_str(),
-                    headers: &parts.headers,
-                    body,
-                };
-                let answer = match within(conn, route.timeout, pool.exchange(out)).await {
-                    None => return Err(Error::UpstreamTimeout),
-                    Some(Err(e)) => return Err(failed(&e, e.is_connect())),
-                    Some(Ok(answer)) => answer,
-                };
-                return Ok(answer.map(Body::Direct));
-            }
-            Err(body) => body,
-        },
-        _ => body,
-    };
-    parts.version = Version::HTTP_11;
-    // The pool writes the origin-form target as it is; hyper-util's client
-    // wants the whole URL.
-    parts.uri = match pool {
-        Some(_) => Uri::from(target),
-        None => Uri::builder()
-            .scheme(route.upstream.scheme.clone())
-            .authority(route.upstream.authority.clone())
-            .path_and_query(target)
-            .build()
-            .map_err(|_| Error::InvalidRequest("bad request target"))?,
-    };
-    let request = Request::from_parts(parts, Body::Request(body, snap.identity.clone()));
 
-    let (mut response, lease) = match pool {
-        Some(pool) => match within(conn, route.timeout, pool.send(request)).await {
-            None => return Err(Error::UpstreamTimeout),
-            Some(Err(e)) => return Err(failed(&e, e.is_connect())),
-            Some(Ok((response, lease))) => (response, Some(lease)),
-        },
-        None => {
-            let https = snap
-                .https
-                .get(&route.upstream)
-                .expect("a route without a pool is https://, with a client");
-            match within(conn, route.timeout, https.request(request)).await {
-                None => return Err(Error::UpstreamTimeout),
-                Some(Err(e)) => return Err(failed(&e, e.is_connect())),
-                Some(Ok(response)) => (response, None),
-            }
-        }
-    };
+    // Phase 2: the upstream.
+    let reach: &Reach = &snap.upstreams[index];
+    let mut response = reach
+        .send(parts, target, body, strip, upgrade.is_some(), deadline)
+        .await?;
 
+    // Phase 3: the answer.
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(client_upgrade), Some(_)) = (client_upgrade, &upgrade) else {
             return Err(Error::UpstreamUnavailable);
@@ -177,42 +120,8 @@ pub async fn forward(
         }
         return Ok(Response::from_parts(parts, Body::empty()));
     }
-
-    let (mut parts, body) = response.into_parts();
-    headers::strip_response_headers(&mut parts.headers);
-    Ok(Response::from_parts(parts, Body::upstream(body, lease)))
-}
-
-/// The most of a request body [`crate::upstream::pool::HostPool::exchange`] sends:
-/// one that fits the socket's buffers is written before the answer can
-/// come. A larger one goes through hyper's client, which reads an early
-/// answer (a 413, say) while it is still sending.
-const DIRECT_BODY_MAX: u64 = 64 * 1024;
-
-/// The body as [`crate::upstream::pool::HostPool::exchange`] sends it: `Ok(None)`
-/// when there is none, `Ok(Some(..))` when it is small and of a known
-/// length that `Content-Length` states, `Err` otherwise (hyper's client
-/// then frames it).
-fn known_length(headers: &HeaderMap, body: Incoming) -> Result<Option<(Incoming, u64)>, Incoming> {
-    if body.is_end_stream() {
-        return Ok(None);
-    }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match (body.size_hint().exact(), declared) {
-        (Some(exact), Some(declared)) if exact == declared && exact <= DIRECT_BODY_MAX => {
-            Ok(Some((body, exact)))
-        }
-        _ => Err(body),
-    }
-}
-
-/// `wait` if it ends within `timeout` (see [`Within`]).
-fn within<F: std::future::Future>(conn: &ConnInfo, timeout: Duration, wait: F) -> Within<'_, F> {
-    let at = tokio::time::Instant::now() + timeout;
-    Within::new(conn.clock.as_deref(), at, wait)
+    headers::strip_response_headers(response.headers_mut());
+    Ok(response)
 }
 
 /// The protocol a client asks to upgrade to: HTTP/1.1 `Upgrade: websocket`
@@ -232,15 +141,4 @@ fn websocket_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
         .to_str()
         .is_ok_and(|p| p.trim().eq_ignore_ascii_case("websocket"));
     (connection_upgrade && websocket).then(|| protocol.clone())
-}
-
-/// The innermost error (a certificate verdict, say), for the log line.
-fn root_cause<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> &'a (dyn std::error::Error + 'static) {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause
 }

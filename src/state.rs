@@ -14,19 +14,21 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use futures_util::future::{BoxFuture, Shared};
-use http::HeaderValue;
+use http::header::{self, HeaderValue};
 
 use crate::auth::token::Keys;
 use crate::config::{Config, IdentityConfig};
 use crate::error::Error;
+use crate::http::headers::{StripRule, X_REAL_IP};
 use crate::http::request_id::RequestIds;
 use crate::login::ratelimit::RateLimiter;
 use crate::ops::metrics::{Metrics, RouteHandles};
 use crate::ops::openid_log::OpenidLog;
 use crate::router::Router;
 use crate::store::{CodeOutcome, Store};
-use crate::upstream::pool::{HostPool, Pools};
-use crate::upstream::tls::HttpsClients;
+use crate::upstream::pool::Pools;
+use crate::upstream::Reach;
+use crate::wechat::access_token::Tokens;
 use crate::wechat::WeChat;
 
 /// Everything derived from one version of the config file.
@@ -38,15 +40,18 @@ pub struct Snapshot {
     pub identity: Arc<IdentityConfig>,
     /// `None` when `[dev] simulate_wechat` answers logins locally.
     pub wechat: Option<WeChat>,
+    /// The same client for the internal API, which has no simulation.
+    pub wechat_api: WeChat,
     /// Carried over by a reload that keeps the same limit, so a SIGHUP
     /// does not hand every client a fresh budget.
     pub login_limiter: Option<Arc<RateLimiter>>,
     /// Metric handles for this config's routes, resolved once.
     pub metrics: RouteHandles,
-    /// Clients for `https://` upstreams, built from this config's trust roots.
-    pub https: HttpsClients,
-    /// By route index: the connection pool of an `http://` upstream.
-    pub pools: Vec<Option<Arc<HostPool>>>,
+    /// By route index: how the route reaches its upstream.
+    pub upstreams: Vec<Reach>,
+    /// By route index, then peer (trusted proxy, other): what a client may
+    /// not send on, in a request's head or its trailers.
+    pub strip: Vec<[Arc<StripRule>; 2]>,
     /// How log lines show openids. `[log]` is read at start-up only, so a
     /// reload carries it over, and a hashed log keeps its random key.
     pub openid_log: Arc<OpenidLog>,
@@ -68,19 +73,26 @@ impl Snapshot {
         });
         let keys = Keys::new(&config.token, config.appids());
         let router = Router::new(config.routes.clone(), &config.auth);
-        let pools = config
+        let strip = config
             .routes
             .iter()
-            .map(|r| {
-                (r.upstream.scheme == http::uri::Scheme::HTTP)
-                    .then(|| pools.get(&r.upstream.authority))
+            .map(|route| {
+                // `Expect: 100-continue` is answered by wxgate itself; a
+                // token stays unless the route forwards it; client-address
+                // headers wxgate ignores from untrusted peers, and so must
+                // an upstream that might believe them.
+                let mut also = vec![header::EXPECT];
+                if !route.forward_token {
+                    also.push(config.auth.token_header.name());
+                }
+                let trusted = StripRule::new(config.identity.clone(), also.clone());
+                also.extend([X_REAL_IP, header::FORWARDED]);
+                let untrusted = StripRule::new(config.identity.clone(), also);
+                [Arc::new(trusted), Arc::new(untrusted)]
             })
             .collect();
-        let wechat = if config.dev.simulate_wechat {
-            None
-        } else {
-            Some(WeChat::new(&config.wechat)?)
-        };
+        let wechat_api = WeChat::new(&config.wechat)?;
+        let wechat = (!config.dev.simulate_wechat).then(|| wechat_api.clone());
         let openid_log = match previous {
             Some(p) => p.openid_log.clone(),
             None => Arc::new(OpenidLog::new(&config.log.openid)?),
@@ -88,13 +100,14 @@ impl Snapshot {
         Ok(Snapshot {
             openid_log,
             metrics: metrics.handles(&config),
-            https: HttpsClients::new(&config)?,
-            pools,
+            upstreams: Reach::all(&config, pools)?,
+            strip,
             identity: Arc::new(config.identity.clone()),
             login_limiter,
             router,
             keys,
             wechat,
+            wechat_api,
             config,
         })
     }
@@ -177,6 +190,9 @@ struct Inner {
     draining: AtomicBool,
     metrics: Arc<Metrics>,
     request_ids: RequestIds,
+    /// Each app's WeChat access_token, lent by the internal API; outlives
+    /// configs (a reload that changes an app's secret drops its token).
+    tokens: Tokens,
 }
 
 impl Gateway {
@@ -191,6 +207,7 @@ impl Gateway {
                 pools,
                 logins: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
+                tokens: Tokens::new(metrics.clone()),
                 metrics,
                 request_ids: RequestIds::default(),
             }),
@@ -224,6 +241,10 @@ impl Gateway {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.inner.tokens
     }
 
     pub(crate) fn logins(&self) -> &Mutex<HashMap<(String, String), InFlight>> {

@@ -294,3 +294,195 @@ async fn token_refusals_leak_nothing() {
     seen.session_keys(&s.fake, APPID, &["o-erin"]);
     seen.check();
 }
+
+/// The internal API through success and failure on every endpoint: neither
+/// the app secret, an access_token, a session_key (nor the checksession
+/// signature made from it), the internal token nor a token a caller sent
+/// appears in the log; access_tokens appear only in the answers of the
+/// access_token endpoints, secrets and session_keys in no answer.
+#[tokio::test]
+async fn the_internal_api_leaks_nothing() {
+    use common::fake_wechat::internal::{checksession_signature, ApiFault};
+    use common::internal_api::*;
+    use reqwest::Method;
+
+    log();
+    let mut seen = Seen::default();
+    base_secrets(&mut seen);
+    seen.secret("the internal token", INTERNAL_TOKEN);
+    let caller_token = "a-callers-own-access-token-0123456789";
+    seen.secret("a caller's access_token", caller_token);
+    let wrong = "wrong-internal-token-0123456789abcdef";
+    seen.secret("a wrong internal token", wrong);
+
+    let t = Internal::with(&with_token(), |c| {
+        c.replace("timeout = \"2s\"", "timeout = \"500ms\"")
+    })
+    .await;
+    // (what, reply, may it carry an access_token?)
+    let mut replies: Vec<(String, Reply, bool)> = Vec::new();
+    let relay = |path: &str, body: &'static str| {
+        t.request(
+            Method::POST,
+            &format!("wechat/{path}?access_token={caller_token}"),
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+    };
+    let t1 = t.get("access_token").await;
+    let held = t1.token();
+    replies.push(("access_token".into(), t1, true));
+    let reply = Reply::read(
+        relay("wxa/msg_sec_check", r#"{"content":"hi"}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
+    replies.push(("relay".into(), reply, false));
+    t.fake().rotate_token(APPID);
+    let reply = Reply::read(relay("wxa/getwxacodeunlimit", "{}").await.unwrap()).await;
+    replies.push(("relay with a retry".into(), reply, false));
+    t.fake().push_api_fault(ApiFault::Errcode(40001));
+    t.fake().push_api_fault(ApiFault::Errcode(40001));
+    let reply = Reply::read(relay("wxa/msg_sec_check", "{}").await.unwrap()).await;
+    replies.push(("relay refused twice".into(), reply, false));
+    let reply = t
+        .post_json(
+            "access_token/invalidate",
+            serde_json::json!({ "access_token": held }),
+        )
+        .await;
+    replies.push(("invalidate".into(), reply, true));
+    for (what, fault) in [
+        ("relay timeout", ApiFault::Delay(Duration::from_secs(3))),
+        ("relay reset", ApiFault::Reset),
+        ("relay HTML 502", ApiFault::Http502Html),
+    ] {
+        t.fake().push_api_fault(fault);
+        let reply = Reply::read(relay("wxa/msg_sec_check", "{}").await.unwrap()).await;
+        replies.push((what.into(), reply, false));
+    }
+    let reply = Reply::read(relay("sns/jscode2session", "{}").await.unwrap()).await;
+    replies.push(("forbidden path".into(), reply, false));
+
+    // What needs the session_key.
+    t.setup.login_as("o-alice").await;
+    let first_key = t.fake().session_key(APPID, "o-alice").unwrap();
+    seen.secret("o-alice's first session_key", &first_key);
+    seen.secret(
+        "its checksession signature",
+        &checksession_signature(&first_key),
+    );
+    let now = wxgate::auth::token::now();
+    let data = serde_json::json!({"stepInfoList": []});
+    let (d, iv) = t
+        .fake()
+        .encrypted_data(APPID, "o-alice", data.clone(), APPID, now);
+    let reply = t
+        .post_json(
+            "users/o-alice/decrypt",
+            serde_json::json!({"encryptedData": d, "iv": iv}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    replies.push(("decrypt".into(), reply, false));
+    replies.push((
+        "session".into(),
+        t.get("users/o-alice/session").await,
+        false,
+    ));
+    t.fake().rotate_session_key(APPID, "o-alice");
+    let (d, iv) = t.fake().encrypted_data(APPID, "o-alice", data, APPID, now);
+    let reply = t
+        .post_json(
+            "users/o-alice/decrypt",
+            serde_json::json!({"encryptedData": d, "iv": iv}),
+        )
+        .await;
+    reply.assert_error(422, "decrypt_failed");
+    replies.push(("decrypt after rotation".into(), reply, false));
+    replies.push((
+        "stale session".into(),
+        t.get("users/o-alice/session").await,
+        false,
+    ));
+    seen.session_keys(t.fake(), APPID, &["o-alice"]);
+    let code = t.fake().mint_phone_code(APPID, "86", "13800138000");
+    for what in ["phone", "phone reused"] {
+        let reply = t
+            .post_json("phone_number", serde_json::json!({ "code": code }))
+            .await;
+        replies.push((what.into(), reply, false));
+    }
+    let reply = Reply::read(
+        t.http
+            .get(t.url("access_token"))
+            .bearer_auth(wrong)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    reply.assert_error(403, "forbidden");
+    replies.push(("wrong internal token".into(), reply, false));
+    let reply = t.get("access_token").await;
+    let held = reply.token();
+    replies.push(("access_token again".into(), reply, true));
+    t.fake().push_token_fault(ApiFault::Errcode(40125));
+    let reply = t
+        .post_json(
+            "access_token/invalidate",
+            serde_json::json!({ "access_token": held }),
+        )
+        .await;
+    reply.assert_error(500, "gateway_misconfigured");
+    replies.push(("stable_token refused".into(), reply, false));
+
+    // Every access_token WeChat issued, as the calls carried them.
+    let mut tokens = std::collections::BTreeSet::new();
+    for path in [
+        "/wxa/msg_sec_check",
+        "/wxa/getwxacodeunlimit",
+        "/wxa/checksession",
+        "/wxa/business/getuserphonenumber",
+    ] {
+        for call in t.fake().api_calls(path) {
+            tokens.extend(call.access_token.filter(|t| t != caller_token));
+        }
+    }
+    tokens.extend(t.fake().current_token(APPID));
+    assert!(tokens.len() >= 3, "{tokens:?}");
+
+    let log = log().text();
+    assert!(
+        log.contains("wxgate::access") && log.contains("listener=\"internal\""),
+        "no access-log line of the internal API"
+    );
+    for token in &tokens {
+        assert!(
+            !log.contains(token.as_str()),
+            "an access_token in the log:\n{log}"
+        );
+    }
+    for (what, reply, may_carry_token) in &replies {
+        let text = format!(
+            "{:?} {:?} {}",
+            reply.content_type,
+            reply.cache_control,
+            reply.text()
+        );
+        for token in &tokens {
+            if !may_carry_token {
+                assert!(
+                    !text.contains(token.as_str()),
+                    "an access_token in {what}: {text}"
+                );
+            }
+        }
+        for (secret, value) in &seen.secrets {
+            assert!(!text.contains(value.as_str()), "{secret} in {what}: {text}");
+        }
+    }
+    seen.check();
+}

@@ -16,7 +16,8 @@ use crate::config::{Algorithm, KeyConfig};
 use crate::http::body::Body;
 
 /// How long verifiers may keep the set. A rotation publishes the new key
-/// (verify_only) at least this long before it signs; see the README.
+/// (verify_only) at least this long before it signs; see
+/// docs/operations.md, "Key rotation".
 pub const MAX_AGE: &str = "public, max-age=300";
 
 /// The answer to `GET {auth.jwks_path}` (the method is checked by the

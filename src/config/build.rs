@@ -36,7 +36,12 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn duration(&self, key: &str, value: Option<Str>, default: &str) -> Result<Duration> {
+    pub(super) fn duration(
+        &self,
+        key: &str,
+        value: Option<Str>,
+        default: &str,
+    ) -> Result<Duration> {
         let text = value.map(|s| s.0).unwrap_or_else(|| default.to_owned());
         let duration = parse_duration(&text).map_err(|m| self.err(key, m))?;
         // Deadlines are `now + duration`: an absurd one would overflow.
@@ -51,7 +56,7 @@ impl<'a> Builder<'a> {
         checks::nonzero(self.duration(key, value, default)?).map_err(|m| self.err(key, m))
     }
 
-    fn addr(&self, key: &str, value: &Str) -> Result<SocketAddr> {
+    pub(super) fn addr(&self, key: &str, value: &Str) -> Result<SocketAddr> {
         value.0.parse().map_err(|_| {
             self.err(
                 key,
@@ -119,6 +124,10 @@ impl<'a> Builder<'a> {
         let token = self.token(raw.token)?;
         let identity = self.identity(raw.identity)?;
         let store = self.store(raw.store)?;
+        let internal = raw
+            .internal
+            .map(|i| self.internal(i, &server, admin.as_ref()))
+            .transpose()?;
         let routes = self.routes(raw.routes, &server, &apps)?;
         let log = self.log(raw.log)?;
         let dev = self.dev(raw.dev, &server, admin.as_ref())?;
@@ -177,6 +186,7 @@ impl<'a> Builder<'a> {
             token,
             identity,
             store,
+            internal,
             routes,
             log,
             dev,
@@ -565,7 +575,7 @@ fn is_reserved(name: &HeaderName) -> bool {
         || name.as_str().starts_with("x-forwarded-")
 }
 
-fn parse_net(s: &str) -> std::result::Result<IpNet, String> {
+pub(super) fn parse_net(s: &str) -> std::result::Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
         .map_err(|_| format!("`{s}` is not an address or CIDR range"))

@@ -5,6 +5,7 @@
 
 mod build;
 mod checks;
+mod internal;
 mod interp;
 mod keys;
 mod locate;
@@ -58,6 +59,10 @@ pub mod defaults {
     pub const APPID_HEADER: &str = "X-WX-AppID";
     pub const STORE_CAPACITY: u64 = 1_000_000;
     pub const LOG_LEVEL: &str = "info";
+    pub const INTERNAL_LISTEN: &str = "127.0.0.1:9402";
+    pub const INTERNAL_ALLOW: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+    pub const INTERNAL_MAX_BODY: u64 = 10 * 1024 * 1024;
+    pub const DECRYPT_MAX_AGE: &str = "10m";
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -111,6 +116,8 @@ pub struct Config {
     pub token: TokenConfig,
     pub identity: IdentityConfig,
     pub store: StoreConfig,
+    /// `None`: no internal API.
+    pub internal: Option<InternalConfig>,
     pub routes: Vec<RouteConfig>,
     pub log: LogConfig,
     pub dev: DevConfig,
@@ -251,6 +258,22 @@ pub struct IdentityConfig {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub capacity: u64,
+}
+
+/// `[internal]`: the API that lends the access_token and decrypts for the
+/// operator's own services (see `internal`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InternalConfig {
+    pub listen: SocketAddr,
+    /// Peers that may call it; every other gets 403 before anything else.
+    pub allow: Vec<IpNet>,
+    /// When set, callers must send `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    /// Largest request body relayed to WeChat, and largest answer relayed
+    /// back (both are held whole: a retry sends the body again).
+    pub max_body: usize,
+    /// Oldest `watermark.timestamp` that decrypt accepts.
+    pub decrypt_max_age: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

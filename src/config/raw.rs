@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub identity: RawIdentity,
     #[serde(default)]
     pub store: RawStore,
+    pub internal: Option<RawInternal>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     #[serde(default)]
@@ -116,6 +117,17 @@ pub struct RawIdentity {
 pub struct RawStore {
     pub backend: Option<Str>,
     pub capacity: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInternal {
+    pub listen: Option<Str>,
+    pub allow: Option<Vec<Str>>,
+    pub token: Option<SecretStr>,
+    pub token_file: Option<Str>,
+    pub max_body: Option<u64>,
+    pub decrypt_max_age: Option<Str>,
 }
 
 #[derive(Deserialize)]

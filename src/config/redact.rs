@@ -27,7 +27,7 @@ pub(crate) fn is_secret_key(key: &str) -> bool {
 /// quotes what it got in backticks or double quotes) or says "invalid type"
 /// / "invalid value" (serde's shapes that echo) becomes one that does not.
 pub(crate) fn message_for<'a>(key: &str, message: &'a str, value: &str) -> Cow<'a, str> {
-    if !is_secret_key(key) || !shows_value(message, value) {
+    if !is_secret_key(key) || !shows_value(key, message, value) {
         return Cow::Borrowed(message);
     }
     Cow::Borrowed(
@@ -35,12 +35,14 @@ pub(crate) fn message_for<'a>(key: &str, message: &'a str, value: &str) -> Cow<'
     )
 }
 
-fn shows_value(message: &str, value: &str) -> bool {
+/// A quoted piece that is part of the key's own name (`unknown field
+/// `encryption_key``, whose span is the key) shows nothing secret.
+fn shows_value(key: &str, message: &str, value: &str) -> bool {
     if message.contains("invalid type") || message.contains("invalid value") {
         return true;
     }
     let value = value.trim();
-    quoted(message).any(|q| !q.is_empty() && value.contains(q))
+    quoted(message).any(|q| !q.is_empty() && value.contains(q) && !key.contains(q))
 }
 
 /// The pieces of `message` between backticks or double quotes.
@@ -74,6 +76,14 @@ mod tests {
             assert!(generic(key, "bad \"p4ss\" here", "\"redis://u:p4ss@h\""));
         }
         // Messages that show nothing of the value pass, as do other keys'.
+        assert_eq!(
+            message_for(
+                "store.encryption_key",
+                "unknown field `encryption_key`, expected `backend` or `capacity`",
+                "encryption_key"
+            ),
+            "unknown field `encryption_key`, expected `backend` or `capacity`"
+        );
         assert_eq!(
             message_for(
                 "store.url",

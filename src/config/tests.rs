@@ -146,6 +146,35 @@ fn full_fixture_values() {
         }
     );
     assert!(!c.log.access);
+    let i = c.internal.as_ref().unwrap();
+    assert_eq!(i.listen.to_string(), "0.0.0.0:9402");
+    assert_eq!(i.allow.len(), 2);
+    assert!(i.allow[1].contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
+    assert_eq!(
+        i.token.as_ref().unwrap().expose(),
+        "internal-token-from-a-file-0123"
+    );
+    assert_eq!((i.max_body, i.decrypt_max_age.as_secs()), (4096, 300));
+}
+
+#[test]
+fn internal_defaults() {
+    let text = "[server]\nlisten = \"127.0.0.1:1\"\n[internal]\n[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[token]\n[[token.keys]]\nid = \"k\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+    let c = Config::parse_with_env(text, Path::new("t.toml"), env(&[])).unwrap();
+    let i = c.internal.unwrap();
+    assert_eq!(i.listen.to_string(), "127.0.0.1:9402");
+    let allow: Vec<String> = i.allow.iter().map(|n| n.to_string()).collect();
+    assert_eq!(allow, ["127.0.0.0/8", "::1/128"]);
+    assert!(i.token.is_none());
+    assert_eq!(i.max_body, 10_485_760);
+    assert_eq!(i.decrypt_max_age.as_secs(), 600);
+    let minimal = Config::parse_with_env(
+        &text.replace("[internal]\n", ""),
+        Path::new("t.toml"),
+        env(&[]),
+    )
+    .unwrap();
+    assert!(minimal.internal.is_none());
 }
 
 #[test]
@@ -235,6 +264,10 @@ fn no_error_about_a_secret_key_shows_its_value() {
             (
                 format!("{head}[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n{key}[log]\nopenid = \"hashed\"\nopenid_key = {value}\n"),
                 "log.openid_key",
+            ),
+            (
+                format!("{head}[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n{key}[internal]\ntoken = {value}\n"),
+                "internal.token",
             ),
         ];
         for (text, key) in texts {

@@ -47,19 +47,6 @@ fn is_path_override(name: &str) -> bool {
     name.len() >= 13 && PATH_OVERRIDES.iter().any(|p| same_name(name, p))
 }
 
-/// `Transfer_Encoding`, `Content_Length`, `Connection`… spelled with `_`:
-/// hyper frames the request by the real names, but an upstream that reads
-/// `_` as `-` would frame it by these, and two framings of one body is
-/// request smuggling.
-fn is_framing_lookalike(name: &str) -> bool {
-    let name = name.as_bytes();
-    name.contains(&b'_')
-        && (same_name(name, b"content-length")
-            || HOP_BY_HOP
-                .iter()
-                .any(|h| same_name(name, h.as_str().as_bytes())))
-}
-
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
@@ -108,54 +95,107 @@ pub fn is_identity_name(name: &str, identity: &IdentityConfig) -> bool {
         .any(|h| same_name(name, h.as_str().as_bytes()))
 }
 
-/// Removes identity look-alikes, path overrides, hop-by-hop headers and
-/// every header named in `Connection` from a client request (or its
-/// trailers).
-pub fn strip_client_headers(headers: &mut HeaderMap, identity: &IdentityConfig) {
-    strip_request_headers(headers, identity, &[]);
+/// What a client may not send on: identity look-alikes, path overrides,
+/// hop-by-hop headers and whatever `Connection` names, any name spelled
+/// with `_`, and the names a route and peer add (the token header unless
+/// forwarded, `Expect`, and from untrusted peers `X-Real-IP` and
+/// `Forwarded`). One rule for a request's head and its trailers.
+#[derive(Debug)]
+pub struct StripRule {
+    identity: IdentityConfig,
+    also: Vec<HeaderName>,
 }
 
-/// [`strip_client_headers`], and the names in `also` (what this request's
-/// route and peer call for), in the same pass over the names: a name that
-/// is not there costs a comparison, not a lookup.
-pub fn strip_request_headers(
-    headers: &mut HeaderMap,
-    identity: &IdentityConfig,
-    also: &[HeaderName],
-) {
-    // Empty (no allocation) for an ordinary request.
-    let mut doomed = Vec::new();
-    let mut connection = false;
-    for name in headers.keys() {
-        if is_hop_by_hop(name) {
-            connection |= name == header::CONNECTION;
-            doomed.push(name.clone());
-        } else if also.contains(name)
-            || is_identity_name(name.as_str(), identity)
-            || is_path_override(name.as_str())
-            || is_framing_lookalike(name.as_str())
-        {
-            doomed.push(name.clone());
+impl StripRule {
+    pub fn new(identity: IdentityConfig, also: Vec<HeaderName>) -> StripRule {
+        StripRule { identity, also }
+    }
+
+    /// Strips `headers` (a request's head or its trailers), in one pass over
+    /// the names: a name that is not there costs a comparison, not a lookup.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        // Empty (no allocation) for an ordinary request.
+        let mut doomed = Vec::new();
+        let mut connection = false;
+        for name in headers.keys() {
+            if is_hop_by_hop(name) {
+                connection |= name == header::CONNECTION;
+                doomed.push(name.clone());
+            } else if self.also.contains(name)
+                || is_identity_name(name.as_str(), &self.identity)
+                || is_path_override(name.as_str())
+                || self.is_controlled_lookalike(name.as_str())
+            {
+                doomed.push(name.clone());
+            }
+        }
+        if connection {
+            remove_connection_named(headers, &PROTECTED);
+        }
+        for name in &doomed {
+            headers.remove(name);
         }
     }
-    if connection {
-        remove_connection_named(headers);
-    }
-    for name in &doomed {
-        headers.remove(name);
+}
+
+impl StripRule {
+    /// A name spelled with `_` that a CGI or WSGI upstream, which reads `_`
+    /// as `-`, would take for a header wxgate sets or controls
+    /// (`X_Real_IP`, `Transfer_Encoding`, …): two framings of one body are
+    /// request smuggling, two client addresses a spoof. Other names with
+    /// `_` pass, as they are.
+    fn is_controlled_lookalike(&self, name: &str) -> bool {
+        let name = name.as_bytes();
+        name.contains(&b'_')
+            && CONTROLLED
+                .iter()
+                .chain(&HOP_BY_HOP)
+                .chain(&self.also)
+                .any(|c| same_name(name, c.as_str().as_bytes()))
     }
 }
 
+/// Request fields wxgate sets, or frames the request by.
+const CONTROLLED: [HeaderName; 9] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::FORWARDED,
+    header::EXPECT,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_REAL_IP,
+    HeaderName::from_static("x-request-id"),
+];
+
+/// Fields of a request that a client's `Connection` line cannot remove:
+/// what wxgate sets before the strip (`Host`, `X-Request-Id`) and the
+/// body's framing.
+const PROTECTED: [HeaderName; 3] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    HeaderName::from_static("x-request-id"),
+];
+
 /// Response headers that belong to the upstream connection only.
+/// The one rule for every upstream answer, whichever way it came: the
+/// fields of the upstream's connection go (RFC 9110 §7.6.1: hop-by-hop ones
+/// and whatever `Connection` names), and so does a `Content-Length` beside a
+/// `Transfer-Encoding` (RFC 9112 §6.3: the coding frames the body, the
+/// length is wrong), so the client's answer is framed by its body alone.
 pub fn strip_response_headers(headers: &mut HeaderMap) {
     // One pass over what is there, then a removal only for what is present.
-    let (mut hop_by_hop, mut connection) = (0, false);
+    let (mut hop_by_hop, mut connection, mut coded) = (0, false, false);
     for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
         hop_by_hop += 1;
         connection |= name == header::CONNECTION;
+        coded |= name == header::TRANSFER_ENCODING;
     }
     if hop_by_hop == 0 {
         return;
+    }
+    if coded {
+        headers.remove(header::CONTENT_LENGTH);
     }
     // What most upstreams send: `Connection: keep-alive` (or `close`), and
     // nothing else of the kind.
@@ -163,7 +203,7 @@ pub fn strip_response_headers(headers: &mut HeaderMap) {
         headers.remove(header::CONNECTION);
         return;
     }
-    remove_connection_named(headers);
+    remove_connection_named(headers, &[]);
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|n| is_hop_by_hop(n))
@@ -193,11 +233,11 @@ pub(crate) fn named_fields(line: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Removes `Connection` and every header it names (RFC 9110 §7.6.1). Names
-/// are looked up as they are written, never allocated; hop-by-hop ones
-/// (`keep-alive`, the usual one) are left to the caller's pass over the
-/// names.
-fn remove_connection_named(headers: &mut HeaderMap) {
+/// Removes `Connection` and every header it names (RFC 9110 §7.6.1) but
+/// `keep`. Names are looked up as they are written, never allocated;
+/// hop-by-hop ones (`keep-alive`, the usual one) are left to the caller's
+/// pass over the names.
+fn remove_connection_named(headers: &mut HeaderMap, keep: &[HeaderName]) {
     let mut lines = headers.get_all(header::CONNECTION).iter();
     let Some(first) = lines.next().cloned() else {
         return;
@@ -207,7 +247,9 @@ fn remove_connection_named(headers: &mut HeaderMap) {
     for line in std::iter::once(&first).chain(&rest) {
         let Ok(line) = line.to_str() else { continue };
         for field in named_fields(line) {
-            headers.remove(field);
+            if !keep.iter().any(|k| k.as_str().eq_ignore_ascii_case(field)) {
+                headers.remove(field);
+            }
         }
     }
 }
@@ -330,7 +372,7 @@ mod tests {
             ("content-type", "text/plain"),
         ];
         let mut request = map(&sent);
-        strip_client_headers(&mut request, &identity());
+        StripRule::new(identity(), vec![]).apply(&mut request);
         assert_eq!(names(&request), ["content-type", "x-kept"]);
         let mut response = map(&sent);
         strip_response_headers(&mut response);
@@ -356,8 +398,74 @@ mod tests {
         }
         // A request without `Connection` loses only what it must.
         let mut request = map(&[("keep-alive", "5"), ("te", "trailers"), ("x-kept", "3")]);
-        strip_client_headers(&mut request, &identity());
+        StripRule::new(identity(), vec![]).apply(&mut request);
         assert_eq!(names(&request), ["x-kept"]);
+    }
+
+    #[test]
+    fn no_underscore_spelling_of_any_header_gets_through() {
+        // What a CGI or WSGI upstream reads as X-Real-IP, X-Forwarded-*,
+        // X-Request-Id and the framing fields.
+        let sent = [
+            ("x_real_ip", "6.6.6.6"),
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("x_forwarded_host", "evil"),
+            ("x_forwarded_proto", "https"),
+            ("x_request_id", "forged"),
+            ("transfer_encoding", "chunked"),
+            ("content_length", "5"),
+            ("x-kept", "3"),
+        ];
+        let mut request = map(&sent);
+        request.append("x_custom", HeaderValue::from_static("kept"));
+        StripRule::new(identity(), vec![]).apply(&mut request);
+        assert_eq!(names(&request), ["x-kept", "x_custom"]);
+        // The route's own names too (a custom token header, say).
+        let mut request = map(&[("x_token", "t"), ("x-kept", "1")]);
+        let rule = StripRule::new(identity(), vec![HeaderName::from_static("x-token")]);
+        rule.apply(&mut request);
+        assert_eq!(names(&request), ["x-kept"]);
+    }
+
+    #[test]
+    fn a_clients_connection_line_cannot_remove_what_wxgate_sets() {
+        let mut request = map(&[
+            ("connection", "host, X-Request-Id, content-length, x-gone"),
+            ("host", "upstream"),
+            ("x-request-id", "abc"),
+            ("content-length", "5"),
+            ("x-gone", "1"),
+        ]);
+        StripRule::new(identity(), vec![]).apply(&mut request);
+        assert_eq!(names(&request), ["content-length", "host", "x-request-id"]);
+    }
+
+    #[test]
+    fn a_length_beside_a_transfer_coding_is_dropped_from_answers() {
+        let mut response = map(&[
+            ("transfer-encoding", "chunked"),
+            ("content-length", "3"),
+            ("x-kept", "1"),
+        ]);
+        strip_response_headers(&mut response);
+        assert_eq!(names(&response), ["x-kept"]);
+        // Alone, a length stays: it frames the body.
+        let mut response = map(&[("content-length", "3"), ("connection", "keep-alive")]);
+        strip_response_headers(&mut response);
+        assert_eq!(names(&response), ["content-length"]);
+    }
+
+    #[test]
+    fn the_routes_and_peers_names_go_too() {
+        let also = vec![X_REAL_IP, header::FORWARDED, header::AUTHORIZATION];
+        let mut trailers = map(&[
+            ("x-real-ip", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("authorization", "Bearer t"),
+            ("x-kept", "1"),
+        ]);
+        StripRule::new(identity(), also).apply(&mut trailers);
+        assert_eq!(names(&trailers), ["x-kept"]);
     }
 
     #[test]
@@ -398,7 +506,7 @@ mod tests {
         h.append("x-secret-hop", HeaderValue::from_static("1"));
         h.append("keep-alive", HeaderValue::from_static("timeout=5"));
         h.append("accept", HeaderValue::from_static("*/*"));
-        strip_client_headers(&mut h, &id);
+        StripRule::new(id.clone(), vec![]).apply(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         let who = Verified {
             openid: HeaderValue::from_static("o1"),

@@ -2,6 +2,8 @@
 //! HTTP/1.1 on its own address, meant for probes, never for clients.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
@@ -15,16 +17,26 @@ use crate::state::Gateway;
 
 /// Serves the admin endpoints until the task is dropped.
 pub async fn serve(gw: Gateway, listener: TcpListener) {
+    serve_http1(gw, listener, |gw, req, _| async move { answer(&gw, &req) }).await
+}
+
+/// A side listener's accept loop (admin, internal API): plain HTTP/1.1,
+/// each request answered by `handle` with the peer's address.
+pub(crate) async fn serve_http1<F, Fut>(gw: Gateway, listener: TcpListener, handle: F)
+where
+    F: Fn(Gateway, Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::task::yield_now().await;
             continue;
         };
-        let gw = gw.clone();
+        let (gw, handle) = (gw.clone(), handle.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(answer(&gw, &req)) }
+                let answer = handle(gw.clone(), req, peer);
+                async move { Ok::<_, Infallible>(answer.await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

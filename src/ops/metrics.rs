@@ -188,6 +188,17 @@ pub struct Metrics {
     reloads_error: AtomicU64,
     /// Unix seconds of the last successful load (start-up or reload).
     last_reload_ok: AtomicU64,
+    /// The internal API's families: rare paths, so locked maps.
+    internal: InternalMetrics,
+}
+
+/// `wxgate_internal_requests_total{endpoint,status}` and
+/// `wxgate_wechat_access_token_refreshes_total{appid,result}`. Every label
+/// value comes from a fixed set or the config (appids), never a request.
+#[derive(Default)]
+struct InternalMetrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    refreshes: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Default for Metrics {
@@ -202,6 +213,7 @@ impl Default for Metrics {
             reloads_ok: AtomicU64::new(0),
             reloads_error: AtomicU64::new(0),
             last_reload_ok: AtomicU64::new(crate::auth::token::now()),
+            internal: InternalMetrics::default(),
         }
     }
 }
@@ -263,6 +275,21 @@ impl Metrics {
             };
             *codes.entry(label).or_default() += 1;
         }
+    }
+
+    /// One answered request on the internal listener.
+    pub fn internal_request(&self, endpoint: &'static str, status: u16) {
+        *lock(&self.internal.requests)
+            .entry((endpoint, status))
+            .or_default() += 1;
+    }
+
+    /// One `stable_token` call for `appid` (a configured one): `ok` or the
+    /// error code.
+    pub fn token_refresh(&self, appid: &str, result: &'static str) {
+        *lock(&self.internal.refreshes)
+            .entry((appid.to_owned(), result))
+            .or_default() += 1;
     }
 
     /// Counts a connection until the returned guard is dropped.
@@ -390,7 +417,37 @@ impl Metrics {
         );
         let version = env!("CARGO_PKG_VERSION");
         let _ = writeln!(out, "wxgate_build_info{{version=\"{version}\"}} 1");
+        self.internal.encode(&mut out);
         out
+    }
+}
+
+impl InternalMetrics {
+    fn encode(&self, out: &mut String) {
+        let name = "wxgate_internal_requests_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Internal API requests, by endpoint and status.",
+        );
+        for ((endpoint, status), n) in lock(&self.requests).iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+            );
+        }
+        let name = "wxgate_wechat_access_token_refreshes_total";
+        header(
+            out,
+            name,
+            "counter",
+            "stable_token calls, by appid and result (ok or the error code).",
+        );
+        for ((appid, result), n) in lock(&self.refreshes).iter() {
+            let appid = escape(appid);
+            let _ = writeln!(out, "{name}{{appid=\"{appid}\",result=\"{result}\"}} {n}");
+        }
     }
 }
 

@@ -100,6 +100,21 @@ pub fn keep_startup_settings(new: &mut Config, old: &Config) -> Vec<&'static str
         changed.push("admin.listen");
         new.admin.clone_from(&old.admin);
     }
+    // The internal listener is bound at start: a reload cannot open it,
+    // nor move it. Its other keys (allow, token, limits) follow reloads;
+    // one that removes [internal] leaves the port open, refusing everyone.
+    match (&mut new.internal, &old.internal) {
+        (Some(n), Some(o)) if n.listen != o.listen => {
+            changed.push("internal.listen");
+            n.listen = o.listen;
+        }
+        (Some(_), None) => {
+            changed.push("internal (turned on)");
+            new.internal = None;
+        }
+        (None, Some(_)) => changed.push("internal (turned off: refused until a restart)"),
+        _ => {}
+    }
     keep(
         &mut changed,
         "store.capacity",
@@ -173,5 +188,21 @@ upstream = "http://127.0.0.1:9000"
         // What reloads is left alone.
         assert!(new.routes.is_empty());
         assert!(keep_startup_settings(&mut parse(""), &old).is_empty());
+    }
+
+    #[test]
+    fn the_internal_listener_is_bound_once() {
+        let on = parse("[internal]\nlisten = \"127.0.0.1:9402\"\n");
+        let mut moved = parse("[internal]\nlisten = \"127.0.0.1:9403\"\nmax_body = 2048\n");
+        assert_eq!(keep_startup_settings(&mut moved, &on), ["internal.listen"]);
+        let moved = moved.internal.unwrap();
+        assert_eq!(moved.listen, on.internal.as_ref().unwrap().listen);
+        assert_eq!(moved.max_body, 2048);
+        let mut turned_on = on.clone();
+        assert_eq!(keep_startup_settings(&mut turned_on, &parse("")).len(), 1);
+        assert!(turned_on.internal.is_none());
+        let mut turned_off = parse("");
+        assert_eq!(keep_startup_settings(&mut turned_off, &on).len(), 1);
+        assert!(turned_off.internal.is_none());
     }
 }

@@ -217,6 +217,30 @@ impl<F: Future> Future for Within<'_, F> {
     }
 }
 
+/// When a request's wait for its upstream ends, and the clock that keeps
+/// it: the HTTP/1 connection's [`Activity`] when the request is polled in
+/// the connection's task, else a timer of its own. Made by the dispatcher,
+/// which knows the connection; the upstream only waits [`within`](Self::within) it.
+#[derive(Clone, Copy)]
+pub struct Deadline<'a> {
+    clock: Option<&'a Activity>,
+    at: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    pub fn after(clock: Option<&'a Activity>, timeout: Duration) -> Deadline<'a> {
+        Deadline {
+            clock,
+            at: Instant::now() + timeout,
+        }
+    }
+
+    /// `wait`, if it ends by the deadline.
+    pub fn within<F: Future>(self, wait: F) -> Within<'a, F> {
+        Within::new(self.clock, self.at, wait)
+    }
+}
+
 /// How long a connection may go without a request in flight.
 #[derive(Clone, Copy)]
 pub struct Limits {

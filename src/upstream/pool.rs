@@ -5,16 +5,16 @@
 //! A route holds its pool directly: a request finds its connection without
 //! hashing, with one uncontended lock to pop it and one to push it back.
 //!
-//! Most requests (no body, or one of known length) are written and read by
-//! their own task ([`HostPool::exchange`], wire format in `codec`): no
+//! A request (no body, or a small one of known length) is written and read
+//! by its own task ([`HostPool::exchange`], wire format in `codec`): no
 //! connection task, no channel, about a fifth fewer instructions per
-//! request than hyper's client. WebSocket upgrades and bodies of unknown
-//! length go through hyper's client ([`HostPool::send`]) on connections of
-//! their own.
+//! request than hyper's client. The rest (WebSocket upgrades, large bodies,
+//! bodies of unknown length) go through hyper-util's client instead: see
+//! [`super::Reach::send`], the one place that chooses.
 //!
 //! A connection goes back to the pool when the upstream's answer has been
-//! read to its end ([`Lease`], or [`UpstreamBody`]); an answer cut short, a
-//! dropped request or a WebSocket upgrade drops it instead. A request that
+//! read to its end ([`UpstreamBody`]); an answer cut short or a dropped
+//! request drops it instead. A request that
 //! a reused connection closed before answering (the upstream's keep-alive
 //! timeout racing us) is sent again on another when that is safe. Idle
 //! connections are closed after 45–90 s without use.
@@ -26,15 +26,9 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use http::uri::Authority;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::http::body::Body;
-
-mod codec;
+pub(crate) mod codec;
 mod exchange;
 
 use exchange::Conn;
@@ -53,10 +47,6 @@ pub enum UpstreamError {
     Connect(#[source] std::io::Error),
     #[error("no connection within {0:?}")]
     ConnectTimeout(Duration),
-    #[error("HTTP/1.1 handshake: {0}")]
-    Handshake(#[source] hyper::Error),
-    #[error("request: {0}")]
-    Request(#[source] hyper::Error),
     #[error("exchange: {0}")]
     Io(#[source] std::io::Error),
     #[error(transparent)]
@@ -122,48 +112,16 @@ pub struct HostPool {
     sweep: Duration,
     /// Most recently returned last: the warmest connection is reused first,
     /// and the coldest ones age out.
-    idle: Mutex<IdleLists>,
+    idle: Mutex<Vec<Idle>>,
     /// Advanced by the sweeper; an idle connection older than the previous
     /// sweep is closed.
     generation: AtomicU32,
     sweeper: AtomicBool,
 }
 
-/// Idle connections: those driven by hyper's client (after an upgrade
-/// or a body of unknown length) and those of [`HostPool::exchange`].
-#[derive(Default)]
-struct IdleLists {
-    hyper: Vec<Idle<http1::SendRequest<Body>>>,
-    conns: Vec<Idle<Conn>>,
-}
-
-struct Idle<C> {
-    conn: C,
+struct Idle {
+    conn: Conn,
     generation: u32,
-}
-
-/// A connection lent to one request, until its answer has been read.
-pub struct Lease {
-    sender: http1::SendRequest<Body>,
-    pool: Arc<HostPool>,
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field(
-                "upstream",
-                &format_args!("{}:{}", self.pool.host, self.pool.port),
-            )
-            .finish()
-    }
-}
-
-impl Lease {
-    /// The answer was read to its end: the connection can serve another.
-    pub fn release(self) {
-        self.pool.put(self.sender);
-    }
 }
 
 impl HostPool {
@@ -178,68 +136,17 @@ impl HostPool {
             port: authority.port_u16().unwrap_or(80),
             connect_timeout,
             sweep,
-            idle: Mutex::new(IdleLists::default()),
+            idle: Mutex::new(Vec::new()),
             generation: AtomicU32::new(0),
             sweeper: AtomicBool::new(false),
         }
-    }
-
-    /// Sends `request` (origin-form target, `Host` set) and waits for the
-    /// answer's head. The [`Lease`] goes with the answer's body.
-    pub async fn send(
-        self: &Arc<Self>,
-        mut request: Request<Body>,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        loop {
-            let (mut sender, reused) = match self.take_idle() {
-                Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
-            };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let lease = Lease {
-                        sender,
-                        pool: self.clone(),
-                    };
-                    return Ok((response, lease));
-                }
-                Err(mut e) => match e.take_message() {
-                    // Never written: a reused connection that had closed.
-                    // Try the next one (the list is finite; a new connection
-                    // that fails this way is an error).
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(UpstreamError::Request(e.into_error())),
-                },
-            }
-        }
-    }
-
-    /// The warmest idle connection that is ready for a request, if any.
-    /// Closed ones are dropped; one just returned may still be finishing
-    /// its previous exchange (the rest of a request body, say) and is left
-    /// for later rather than waited for.
-    fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
-        let mut lists = self.lock();
-        let idle = &mut lists.hyper;
-        let mut i = idle.len();
-        while i > 0 {
-            i -= 1;
-            if idle[i].conn.is_ready() {
-                return Some(idle.remove(i).conn);
-            }
-            if idle[i].conn.is_closed() {
-                // What moves into `i` was already looked at.
-                idle.swap_remove(i);
-            }
-        }
-        None
     }
 
     /// The warmest idle connection of [`HostPool::exchange`]'s that is
     /// still open. Closed ones are dropped (outside the lock).
     fn take_conn(&self) -> Option<Conn> {
         loop {
-            let conn = self.lock().conns.pop()?.conn;
+            let conn = self.lock().pop()?.conn;
             if conn.is_idle_open() {
                 return Some(conn);
             }
@@ -248,24 +155,10 @@ impl HostPool {
 
     fn put_conn(&self, conn: Conn) {
         let generation = self.generation.load(Ordering::Relaxed);
-        let mut lists = self.lock();
-        if lists.conns.len() < MAX_IDLE {
-            lists.conns.push(Idle { conn, generation });
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { conn, generation });
         }
-    }
-
-    async fn connect(self: &Arc<Self>) -> Result<http1::SendRequest<Body>, UpstreamError> {
-        let stream = self.connect_stream().await?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
     }
 
     async fn connect_stream(self: &Arc<Self>) -> Result<TcpStream, UpstreamError> {
@@ -286,21 +179,7 @@ impl HostPool {
         }
     }
 
-    fn put(&self, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
-        let generation = self.generation.load(Ordering::Relaxed);
-        let mut lists = self.lock();
-        if lists.hyper.len() < MAX_IDLE {
-            lists.hyper.push(Idle {
-                conn: sender,
-                generation,
-            });
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -318,18 +197,13 @@ impl HostPool {
                 let Some(pool) = pool.upgrade() else { return };
                 let now = pool.generation.fetch_add(1, Ordering::Relaxed);
                 // Dropped outside the lock.
-                let stale = {
-                    let mut lists = pool.lock();
-                    let hyper: Vec<_> = std::mem::take(&mut lists.hyper);
-                    let (keep, stale_hyper): (Vec<_>, Vec<_>) = hyper
+                let stale: Vec<Idle> = {
+                    let mut idle = pool.lock();
+                    let (keep, stale) = std::mem::take(&mut *idle)
                         .into_iter()
-                        .partition(|i| i.generation == now && !i.conn.is_closed());
-                    lists.hyper = keep;
-                    let conns: Vec<_> = std::mem::take(&mut lists.conns);
-                    let (keep, stale_conns): (Vec<_>, Vec<_>) =
-                        conns.into_iter().partition(|i| i.generation == now);
-                    lists.conns = keep;
-                    (stale_hyper, stale_conns)
+                        .partition(|i| i.generation == now);
+                    *idle = keep;
+                    stale
                 };
                 drop(stale);
             }

@@ -3,6 +3,13 @@
 //! request URL (which carries `secret=`) into an error or a log line. The
 //! answer is parsed as JSON whatever its Content-Type, with `errcode` as a
 //! number or a string.
+//!
+//! The same client serves the internal API's calls (see [`api`]), whose
+//! URLs carry `access_token=`: it is redacted the same way.
+
+pub mod access_token;
+pub mod api;
+pub mod crypt;
 
 use std::time::Duration;
 
@@ -40,6 +47,8 @@ pub enum WeChatError {
 pub struct WeChat {
     http: reqwest::Client,
     endpoint: reqwest::Url,
+    /// `wechat.api_base`, without a trailing slash.
+    base: String,
 }
 
 impl WeChat {
@@ -57,7 +66,22 @@ impl WeChat {
         let endpoint = format!("{}/sns/jscode2session", config.api_base)
             .parse()
             .map_err(|e| format!("wechat.api_base: {e}"))?;
-        Ok(WeChat { http, endpoint })
+        Ok(WeChat {
+            http,
+            endpoint,
+            base: config.api_base.clone(),
+        })
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `{api_base}/{path}`; `path` has no leading slash.
+    pub(crate) fn url(&self, path: &str) -> Result<reqwest::Url, WeChatError> {
+        format!("{}/{path}", self.base)
+            .parse()
+            .map_err(|_| WeChatError::Unavailable("not a URL".into()))
     }
 
     /// One exchange of `code`, never retried: a retry of a code that reached
@@ -82,19 +106,27 @@ impl WeChat {
                 status.as_u16()
             )));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(classify)? {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(WeChatError::Unavailable("answer too large".into()));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        parse_answer(&body)
+        parse_answer(&read_capped(&mut response, MAX_ANSWER_BYTES).await?)
     }
 }
 
+/// The answer's body, refused beyond `cap` bytes.
+pub(crate) async fn read_capped(
+    response: &mut reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, WeChatError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        if body.len() + chunk.len() > cap {
+            return Err(WeChatError::Unavailable("answer too large".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Describes a transport error without its URL.
-fn classify(e: reqwest::Error) -> WeChatError {
+pub(crate) fn classify(e: reqwest::Error) -> WeChatError {
     if e.is_timeout() {
         return WeChatError::Timeout;
     }
@@ -109,15 +141,21 @@ fn classify(e: reqwest::Error) -> WeChatError {
     WeChatError::Unavailable(redact(&text))
 }
 
-/// Belt and braces: no `secret=` value survives in text bound for a log.
+/// Belt and braces: no `secret=` or `access_token=` value survives in text
+/// bound for a log.
 fn redact(text: &str) -> String {
-    match text.find("secret=") {
+    let found = ["secret=", "access_token="]
+        .iter()
+        .filter_map(|name| text.find(name).map(|i| (i, *name)))
+        .min();
+    match found {
         None => text.to_owned(),
-        Some(i) => {
-            let end = text[i..]
-                .find(['&', ' ', ')'])
-                .map_or(text.len(), |e| i + e);
-            format!("{}secret=***{}", &text[..i], redact(&text[end..]))
+        Some((i, name)) => {
+            let value = i + name.len();
+            let end = text[value..]
+                .find(['&', ' ', ')', '"'])
+                .map_or(text.len(), |e| value + e);
+            format!("{}{name}***{}", &text[..i], redact(&text[end..]))
         }
     }
 }
@@ -135,7 +173,7 @@ struct Answer {
 }
 
 /// `errcode` as a number or a numeric string.
-fn errcode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(crate) fn errcode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Code {
@@ -262,6 +300,10 @@ mod tests {
             "GET /x?appid=a&secret=***&js_code=c"
         );
         assert_eq!(redact("secret=abc secret=def"), "secret=*** secret=***");
+        assert_eq!(
+            redact("POST /wxa/x?access_token=T0K&y=1 (secret=s)"),
+            "POST /wxa/x?access_token=***&y=1 (secret=***)"
+        );
     }
 
     #[test]

@@ -320,7 +320,7 @@ mod stripping {
             if in_connection {
                 h.append(http::header::CONNECTION, HeaderValue::from_static("x-wx-openid, x-wx-appid"));
             }
-            wxgate::http::headers::strip_client_headers(&mut h, &rt.identity);
+            rt.strip[0][1].apply(&mut h);
             wxgate::auth::inject_identity(&mut h, who, &rt.identity);
             prop_assert!(h.values().all(|v| v != "spoof"), "{:?}", h);
             prop_assert_eq!(h.get_all("x-wx-openid").iter().count(), 1);

@@ -73,3 +73,8 @@ fn the_minimal_config_seed_loads() {
         .expect_err("a ttl that overflows the clock is refused");
     assert!(err.to_string().contains("token.ttl"), "{err}");
 }
+
+#[test]
+fn upstream_answer_inputs() {
+    replay("upstream_answer", wxgate::fuzzing::upstream_answer);
+}

@@ -13,8 +13,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
-use crate::http::headers;
-
 /// The most an answer's head may take; nginx stops at 4–8 KiB by default.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -77,8 +75,9 @@ pub enum Framing {
 #[derive(Debug)]
 pub struct Head {
     pub status: StatusCode,
-    /// The end-to-end headers: those of the connection (RFC 9110 §7.6.1:
-    /// hop-by-hop ones and whatever `Connection` names) are taken out.
+    /// The headers as sent, those of the connection included: the proxy
+    /// applies the one rule for answers ([`crate::http::headers::strip_response_headers`]),
+    /// whichever way an answer came.
     pub headers: HeaderMap,
     pub framing: Framing,
     /// HTTP/1.1, no `Connection: close`, and a body with a single, certain
@@ -137,15 +136,8 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, P
         for (name, start, end) in fields {
             let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                 .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
-            if fields_seen.note(&name, &value)? {
-                headers.append(name, value);
-            }
-        }
-        for line in &fields_seen.naming {
-            let Ok(line) = line.to_str() else { continue };
-            for field in headers::named_fields(line) {
-                headers.remove(field);
-            }
+            fields_seen.note(&name, &value)?;
+            headers.append(name, value);
         }
         let (framing, certain) = fields_seen.framing(status, method);
         let reusable = http11 && certain && !fields_seen.close;
@@ -168,15 +160,11 @@ struct Fields {
     chunked: bool,
     /// `Connection: close`.
     close: bool,
-    /// `Connection` lines that name end-to-end fields, which go too
-    /// (RFC 9110 §7.6.1); almost never any.
-    naming: Vec<HeaderValue>,
 }
 
 impl Fields {
-    /// Takes note of one field; `false` if it belongs to the connection
-    /// and does not go on.
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<bool, ProtocolError> {
+    /// Takes note of one field.
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), ProtocolError> {
         if *name == header::CONTENT_LENGTH {
             for part in value.as_bytes().split(|&b| b == b',') {
                 let n = parse_length(part.trim_ascii()).ok_or(ProtocolError::ContentLength)?;
@@ -185,26 +173,15 @@ impl Fields {
                 }
                 self.length = Some(n);
             }
-            return Ok(true);
-        }
-        if !headers::is_hop_by_hop(name) {
-            return Ok(true);
-        }
-        if *name == header::TRANSFER_ENCODING {
+        } else if *name == header::TRANSFER_ENCODING {
             self.encoded = true;
             let last = value.as_bytes().rsplit(|&b| b == b',').next();
             self.chunked = last.is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if *name == header::CONNECTION {
             let mut tokens = value.as_bytes().split(|&b| b == b',');
             self.close |= tokens.any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-            if value
-                .to_str()
-                .is_ok_and(|v| headers::named_fields(v).next().is_some())
-            {
-                self.naming.push(value.clone());
-            }
         }
-        Ok(false)
+        Ok(())
     }
 
     /// RFC 9112 §6.3, and whether the end it gives is beyond doubt.
@@ -213,7 +190,11 @@ impl Fields {
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
-            return (Framing::Length(0), true);
+            // No body, whatever the fields say. An answer that declared one
+            // anyway ends its connection: should the body come after all,
+            // it would be read as the next request's answer.
+            let declared = self.length.is_some_and(|n| n > 0) || self.encoded;
+            return (Framing::Length(0), !declared);
         }
         if self.encoded {
             // Chunked only if it is the last coding; a length beside it is

@@ -11,6 +11,10 @@ use hyper::body::Frame;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
 use super::*;
 
 /// An upstream answering `/big` with 10 MB (chunked) and anything else with
@@ -63,19 +67,27 @@ fn pool_for(up: &Upstream, sweep: Duration) -> Arc<HostPool> {
     pools.get(&Authority::try_from(up.addr.to_string()).unwrap())
 }
 
-fn get(path: &str) -> Request<Body> {
-    Request::builder()
-        .uri(path)
-        .header(http::header::HOST, "upstream")
-        .body(Body::empty())
-        .unwrap()
+fn host() -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::HOST, "upstream".parse().unwrap());
+    headers
+}
+
+async fn get(pool: &Arc<HostPool>, path: &str) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let headers = host();
+    let out = Outgoing {
+        method: &http::Method::GET,
+        target: path,
+        headers: &headers,
+        body: None,
+    };
+    pool.exchange(out).await
 }
 
 /// One request, its answer read to the end as the proxy would.
 async fn roundtrip(pool: &Arc<HostPool>, path: &str) -> Bytes {
-    let (response, lease) = pool.send(get(path)).await.unwrap();
-    let body = Body::upstream(response.into_body(), Some(lease));
-    body.collect().await.unwrap().to_bytes()
+    let response = get(pool, path).await.unwrap();
+    response.into_body().collect().await.unwrap().to_bytes()
 }
 
 #[tokio::test]
@@ -89,20 +101,19 @@ async fn answers_read_to_the_end_give_their_connection_back() {
     assert_eq!(roundtrip(&pool, "/big").await.len(), 160 * 65536);
     assert_eq!(roundtrip(&pool, "/").await, "ok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
-    assert_eq!(pool.lock().hyper.len(), 1);
+    assert_eq!(pool.lock().len(), 1);
 }
 
 #[tokio::test]
 async fn an_answer_dropped_before_its_end_closes_its_connection() {
     let mut up = upstream().await;
     let pool = pool_for(&up, IDLE_SWEEP);
-    let (response, lease) = pool.send(get("/big")).await.unwrap();
-    let mut body = Body::upstream(response.into_body(), Some(lease));
+    let mut body = get(&pool, "/big").await.unwrap().into_body();
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.is_data());
     drop(body);
     // Not in the pool, and closed: the next request gets a new connection.
-    assert_eq!(pool.lock().hyper.len(), 0);
+    assert_eq!(pool.lock().len(), 0);
     tokio::time::timeout(Duration::from_secs(10), up.closed.recv())
         .await
         .expect("the abandoned connection is closed");
@@ -115,12 +126,12 @@ async fn idle_connections_are_closed_by_the_sweep() {
     let mut up = upstream().await;
     let pool = pool_for(&up, Duration::from_millis(50));
     assert_eq!(roundtrip(&pool, "/").await, "ok");
-    assert_eq!(pool.lock().hyper.len(), 1);
+    assert_eq!(pool.lock().len(), 1);
     // Closed after one to two sweeps, which the upstream sees.
     tokio::time::timeout(Duration::from_secs(10), up.closed.recv())
         .await
         .expect("the idle connection is closed");
-    assert_eq!(pool.lock().hyper.len(), 0);
+    assert_eq!(pool.lock().len(), 0);
     // And the pool goes on with a new one.
     assert_eq!(roundtrip(&pool, "/").await, "ok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
@@ -133,7 +144,7 @@ async fn a_refused_connection_is_a_connect_error() {
     drop(listener);
     let pools = Pools::new(Duration::from_secs(5));
     let pool = pools.get(&Authority::try_from(addr.to_string()).unwrap());
-    let err = pool.send(get("/")).await.unwrap_err();
+    let err = get(&pool, "/").await.unwrap_err();
     assert!(err.is_connect(), "{err}");
 }
 
@@ -145,7 +156,7 @@ async fn a_pool_is_shared_while_used_and_closed_when_not() {
     let pool = pools.get(&authority);
     assert!(Arc::ptr_eq(&pool, &pools.get(&authority)));
     assert_eq!(roundtrip(&pool, "/").await, "ok");
-    assert_eq!(pool.lock().hyper.len(), 1);
+    assert_eq!(pool.lock().len(), 1);
     // No config holds it any more (a reload dropped the route): its idle
     // connection is closed, and the address gets a fresh pool.
     drop(pool);
@@ -153,7 +164,7 @@ async fn a_pool_is_shared_while_used_and_closed_when_not() {
         .await
         .expect("the unused pool's connection is closed");
     let pool = pools.get(&authority);
-    assert_eq!(pool.lock().hyper.len(), 0);
+    assert_eq!(pool.lock().len(), 0);
     assert_eq!(roundtrip(&pool, "/").await, "ok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }

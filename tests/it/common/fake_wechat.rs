@@ -9,8 +9,13 @@
 //! answer is written, so a later 40226/45011 or a dropped answer still burns it.
 //! Faults queued with [`FakeWeChat::push_fault`] simulate outages and malformed answers.
 //! Every connection is answered with `Connection: close`; any other path gets a 404.
+//!
+//! The APIs the internal API uses (stable_token, checksession, getuserphonenumber, and a JSON
+//! and an image API that take an access_token) are in [`internal`].
 
 #![allow(dead_code)]
+
+pub mod internal;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -89,6 +94,7 @@ struct State {
     faults: VecDeque<Fault>,
     calls_per_code: HashMap<String, usize>,
     last_query: Option<String>,
+    internal: internal::State,
 }
 
 impl State {
@@ -211,6 +217,14 @@ impl FakeWeChat {
         }
     }
 
+    /// Marks a minted code as used, as if another server had exchanged it
+    /// (it is then answered with 40163); unknown codes are ignored.
+    pub fn use_code(&self, code: &str) {
+        if let Some(c) = self.shared.lock().codes.get_mut(code) {
+            c.used = true;
+        }
+    }
+
     /// Queues a fault; each `jscode2session` request takes the oldest queued fault, if any.
     pub fn push_fault(&self, fault: Fault) {
         self.shared.lock().faults.push_back(fault);
@@ -279,7 +293,7 @@ struct Response {
     reason: &'static str,
     content_type: &'static str,
     location: Option<&'static str>,
-    body: String,
+    body: Vec<u8>,
 }
 
 impl Response {
@@ -289,7 +303,7 @@ impl Response {
             reason,
             content_type: "text/plain",
             location: None,
-            body,
+            body: body.into_bytes(),
         }
     }
 }
@@ -306,14 +320,23 @@ enum Plan {
 }
 
 async fn serve_connection(shared: Arc<Shared>, mut stream: TcpStream) {
-    let target = match read_request(&mut stream).await {
-        Ok(target) => target,
+    let request = match read_request(&mut stream).await {
+        Ok(request) => request,
         Err(Some(resp)) => return write_response(&mut stream, &resp).await,
         Err(None) => return,
     };
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let target = request.target.as_str();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if path != ENDPOINT {
-        let resp = Response::text(404, "Not Found", "404 page not found".to_owned());
+        let resp = match internal::serve(&shared, &request.method, path, query, &request.body).await
+        {
+            Some(internal::Outcome::Answer(resp)) => resp,
+            Some(internal::Outcome::Reset) => {
+                let _ = stream.set_zero_linger();
+                return;
+            }
+            None => Response::text(404, "Not Found", "404 page not found".to_owned()),
+        };
         return write_response(&mut stream, &resp).await;
     }
     let params = parse_query(query);
@@ -376,9 +399,7 @@ fn faulted(st: &mut State, params: &HashMap<String, String>, fault: Fault) -> Ac
             reason: "Bad Gateway",
             content_type: "text/html",
             location: None,
-            body: "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
-                   <center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
-                .to_owned(),
+            body: HTML_502.as_bytes().to_vec(),
         },
         Fault::MalformedJson => Response::text(
             200,
@@ -390,7 +411,7 @@ fn faulted(st: &mut State, params: &HashMap<String, String>, fault: Fault) -> Ac
             reason: "Found",
             content_type: "text/html",
             location: Some("http://127.0.0.1:9/elsewhere"),
-            body: String::new(),
+            body: Vec::new(),
         },
         Fault::EmptySessionKey => answer(st, params, true),
         Fault::Raw(body) => Response::text(200, "OK", body),
@@ -558,9 +579,19 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// Reads one request head (and discards any `Content-Length` body); returns the target.
+const HTML_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
+                        <center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n";
+
+/// One request as read: method, target and its `Content-Length` body.
+struct Request {
+    method: String,
+    target: String,
+    body: Vec<u8>,
+}
+
+/// Reads one request head and its `Content-Length` body.
 /// `Err(Some(_))` is an error answer to send, `Err(None)` means just close.
-async fn read_request(stream: &mut TcpStream) -> Result<String, Option<Response>> {
+async fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Response>> {
     let bad = |status, reason: &'static str| Some(Response::text(status, reason, reason.into()));
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
@@ -580,7 +611,7 @@ async fn read_request(stream: &mut TcpStream) -> Result<String, Option<Response>
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split(' ');
-    let (Some(_method), Some(target), Some(version), None) =
+    let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(bad(400, "Bad Request"));
@@ -600,14 +631,20 @@ async fn read_request(stream: &mut TcpStream) -> Result<String, Option<Response>
     if content_length > MAX_BODY {
         return Err(bad(413, "Payload Too Large"));
     }
-    let mut remaining = content_length.saturating_sub(buf.len() - (head_end + 4));
-    while remaining > 0 {
+    let (method, target) = (method.to_owned(), target.to_owned());
+    let mut body = buf.split_off(head_end + 4);
+    while body.len() < content_length {
         match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return Err(None),
-            Ok(n) => remaining = remaining.saturating_sub(n),
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
         }
     }
-    Ok(target.to_owned())
+    body.truncate(content_length);
+    Ok(Request {
+        method,
+        target,
+        body,
+    })
 }
 
 async fn write_response(stream: &mut TcpStream, resp: &Response) {
@@ -629,6 +666,6 @@ fn response_bytes(resp: &Response) -> Vec<u8> {
     }
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(resp.body.as_bytes());
+    bytes.extend_from_slice(&resp.body);
     bytes
 }

@@ -7,6 +7,7 @@
 
 pub mod attack;
 pub mod fake_wechat;
+pub mod internal_api;
 pub mod login_flow;
 pub mod manifests;
 pub mod nginx;
@@ -75,6 +76,8 @@ auth = "required"
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The internal API's listener, bound when the config has `[internal]`.
+    pub internal: Option<SocketAddr>,
     pub gw: Gateway,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -92,12 +95,18 @@ impl TestGateway {
         let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, admin_addr) = (main.local_addr().unwrap(), admin.local_addr().unwrap());
+        let internal = match &config.internal {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
+        let internal_addr = internal.as_ref().map(|l| l.local_addr().unwrap());
         let gw = Gateway::new(config).expect("gateway");
         let (tx, rx) = oneshot::channel::<()>();
         let listeners = Listeners {
             main,
             admin: Some(admin),
             echo: None,
+            internal,
         };
         let task = tokio::spawn(wxgate::run(gw.clone(), listeners, async {
             let _ = rx.await;
@@ -105,6 +114,7 @@ impl TestGateway {
         TestGateway {
             addr,
             admin: admin_addr,
+            internal: internal_addr,
             gw,
             shutdown: Some(tx),
             task: Some(task),
@@ -113,6 +123,15 @@ impl TestGateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL on the internal API's listener (panics without `[internal]`).
+    pub fn internal_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{}",
+            self.internal.expect("[internal] configured"),
+            path
+        )
     }
 
     pub fn admin_url(&self, path: &str) -> String {

@@ -275,7 +275,7 @@ async fn a_body_dropped_before_its_end_closes_its_connection() {
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(first, "first part");
     drop(body);
-    assert!(pool.lock().conns.is_empty());
+    assert!(pool.lock().is_empty());
     assert_eq!(ask(&pool, Method::GET).await.unwrap().1, "ok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }
@@ -290,6 +290,6 @@ async fn a_body_cut_short_is_an_error_not_an_end() {
         let pool = pool(&up);
         let err = ask(&pool, Method::GET).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Io(_)), "{err}");
-        assert!(pool.lock().conns.is_empty());
+        assert!(pool.lock().is_empty());
     }
 }

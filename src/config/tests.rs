@@ -303,6 +303,28 @@ fn errors_name_line_and_key() {
     );
 }
 
+/// A route's host is normalized as a request's is: no case, no trailing dot.
+#[test]
+fn route_hosts_are_normalized() {
+    let text = "[server]\nlisten = \"127.0.0.1:1\"\n[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n[token]\n[[token.keys]]\nid = \"k\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n[[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:9\"\nhost = \"Admin.Example.\"\n";
+    let c = Config::parse_with_env(text, Path::new("g.toml"), env(&[])).unwrap();
+    assert_eq!(c.routes[0].host.as_deref(), Some("admin.example"));
+    for bad in [
+        "admin..example",
+        "a b",
+        "u@admin.example",
+        "admin.example:443",
+    ] {
+        let err = Config::parse_with_env(
+            &text.replace("Admin.Example.", bad),
+            Path::new("g.toml"),
+            env(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "routes.host", "{bad}: {err}");
+    }
+}
+
 /// Errors found after parsing carry the line too: of the value when it is
 /// written, else of its entry's header.
 #[test]

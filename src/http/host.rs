@@ -124,11 +124,14 @@ pub fn request_host(parts: &http::request::Parts) -> Result<Option<Host<'_>>, Er
 /// there is one), so the upstream's `X-Forwarded-Host` names the host that
 /// was routed on, spelled as the route writes it.
 pub fn respell(parts: &mut http::request::Parts, host: HeaderValue) {
-    if parts.uri.authority().is_some() {
-        let authority = host.to_str().ok().and_then(|h| h.parse::<Authority>().ok());
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        uri.authority = authority.or(uri.authority);
-        parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
+    let authority = host.to_str().ok().and_then(|h| h.parse::<Authority>().ok());
+    if let (Some(_), Some(authority)) = (parts.uri.authority(), authority) {
+        let mut uri = parts.uri.clone().into_parts();
+        uri.authority = Some(authority);
+        // (It cannot fail: the same URI with an authority that parsed.)
+        if let Ok(uri) = http::Uri::from_parts(uri) {
+            parts.uri = uri;
+        }
     }
     if parts.headers.contains_key(http::header::HOST) {
         parts.headers.insert(http::header::HOST, host);

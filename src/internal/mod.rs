@@ -148,17 +148,17 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Respo
         let named = routed.filter(|_| admitted);
         tracing::info!(
             target: "wxgate::access",
-            listener = "internal",
+            listener = %"internal",
             method = %method,
-            endpoint = label,
-            appid = named.map(|(appid, _)| appid),
+            endpoint = %label,
+            appid = named.map(|(appid, _)| display(appid)),
             wechat_path = named.and_then(|(_, e)| match e {
-                Endpoint::Relay(path) => Some(path),
+                Endpoint::Relay(path) => Some(display(path)),
                 _ => None,
             }),
             status,
             duration_ms = start.elapsed().as_micros() as f64 / 1000.0,
-            error,
+            error = error.map(display),
             peer = %peer.ip(),
             "request"
         );

@@ -200,4 +200,14 @@ async fn the_binary_binds_and_serves_it() {
     assert_eq!(res.status(), 403);
     let log = proc.stop().join("\n");
     assert!(!log.contains(INTERNAL_TOKEN) && !log.contains(body["access_token"].as_str().unwrap()));
+    // Its access lines write their fields the one way the others do.
+    let access: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("listener=internal"))
+        .collect();
+    assert_eq!(access.len(), 2, "{log}");
+    for line in access {
+        assert!(!has_quoted_field(line), "a quoted field in {line}");
+        assert!(line.contains("endpoint=access_token "), "{line}");
+    }
 }

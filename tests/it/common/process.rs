@@ -148,3 +148,14 @@ impl Drop for Proc {
         }
     }
 }
+
+/// Whether a plain log line writes a field as `key="value"` (a bare `&str`
+/// field) rather than `key=value` (tracing's `%`), the one way wxgate uses.
+pub fn has_quoted_field(line: &str) -> bool {
+    line.match_indices("=\"").any(|(at, _)| {
+        line[..at]
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
+}

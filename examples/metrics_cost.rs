@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use wxgate::config::Config;
-use wxgate::ops::metrics::Metrics;
+use wxgate::ops::metrics::{Metrics, Sampled};
 
 const CONFIG: &str = r#"
 [server]
@@ -56,7 +56,7 @@ fn main() {
     }
     // Something the optimiser cannot see through, and a check that the
     // updates happened.
-    let text = metrics.encode();
+    let text = metrics.encode(&Sampled::default());
     assert!(n == 0 || text.contains("route=\"/api\",status=\"200\""));
     println!("{n} requests recorded, {} bytes of metrics", text.len());
 }

@@ -127,7 +127,7 @@ pub struct RouteHandles {
 /// What a scrape reads from the gateway rather than counts.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Sampled {
-    /// Stored sessions and revoked token ids; `None` when the store
+    /// Stored sessions, revoked token ids and login codes; `None` when the store
     /// cannot tell cheaply.
     pub store: Option<crate::store::StoreCounts>,
     /// The main listener's leaf certificate's notAfter (Unix seconds), with
@@ -174,6 +174,7 @@ pub struct Metrics {
 /// The `kind` label values of `wxgate_store_entries`.
 const STORE_SESSIONS: &str = "session";
 const STORE_REVOCATIONS: &str = "revocation";
+const STORE_CODES: &str = "code";
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -268,7 +269,7 @@ impl Default for Metrics {
         let store_entries = IntGaugeVec::new(
             Opts::new(
                 "wxgate_store_entries",
-                "Entries in the session store, by kind (session, revocation).",
+                "Entries in the session store, by kind (session, revocation, code).",
             ),
             &["kind"],
         )
@@ -439,6 +440,7 @@ impl Metrics {
             for (kind, n) in [
                 (STORE_SESSIONS, counts.sessions),
                 (STORE_REVOCATIONS, counts.revocations),
+                (STORE_CODES, counts.codes),
             ] {
                 self.store_entries.with_label_values(&[kind]).set(unix(n));
             }

@@ -88,7 +88,7 @@ impl Store {
         Store::Memory(Arc::new(MemoryStore::new(config.capacity)))
     }
 
-    /// How many sessions and revocations the store holds, for the metrics
+    /// How many sessions, revocations and login codes the store holds, for the metrics
     /// (read when scraped, never per request); `None` when a backend cannot
     /// tell without a round trip.
     pub fn counts(&self) -> Option<StoreCounts> {
@@ -105,6 +105,8 @@ pub struct StoreCounts {
     pub sessions: u64,
     /// Revoked token ids not yet expired.
     pub revocations: u64,
+    /// Login codes whose answer is remembered (for [`CODE_LIFE`]).
+    pub codes: u64,
 }
 
 macro_rules! dispatch {
@@ -189,9 +191,11 @@ impl MemoryStore {
     pub fn counts(&self) -> StoreCounts {
         self.sessions.run_pending_tasks();
         self.revoked.run_pending_tasks();
+        self.codes.run_pending_tasks();
         StoreCounts {
             sessions: self.sessions.entry_count(),
             revocations: self.revoked.entry_count(),
+            codes: self.codes.entry_count(),
         }
     }
 }

@@ -345,6 +345,7 @@ async fn stored_sessions_and_revocations_are_gauged() {
     let m = metrics(&s.gw).await;
     assert_eq!(entries(&m, "session"), 0.0);
     assert_eq!(entries(&m, "revocation"), 0.0);
+    assert_eq!(entries(&m, "code"), 0.0);
 
     let alice = s.login_as("o-alice").await;
     s.login_as("o-bob").await;
@@ -352,6 +353,7 @@ async fn stored_sessions_and_revocations_are_gauged() {
     let m = metrics(&s.gw).await;
     assert_eq!(entries(&m, "session"), 2.0);
     assert_eq!(entries(&m, "revocation"), 0.0);
+    assert_eq!(entries(&m, "code"), 3.0, "each code's answer is kept");
 
     assert_eq!(logout(&s.gw, Some(&alice)).await.status, 204);
     let m = metrics(&s.gw).await;

@@ -2,7 +2,9 @@
 //! `store.capacity` against a pod's memory limit: fills a `MemoryStore`
 //! with N entries of one kind at a time (sessions, revocations, login
 //! codes, each with values of real sizes) and reads this process's VmRSS
-//! from /proc before and after. Same allocator as the binary (mimalloc).
+//! from /proc before and after. Then the same for the verified-token cache
+//! (at most 50,000 tokens per config, whatever `store.capacity` says).
+//! Same allocator as the binary (mimalloc).
 //!
 //! ```sh
 //! cargo run --release --example store_rss -- 1000000
@@ -12,7 +14,7 @@
 
 use std::sync::Arc;
 
-use wxgate::auth::token::now;
+use wxgate::auth::token::{now, Keys};
 use wxgate::secret::Secret;
 use wxgate::store::{CodeOutcome, MemoryStore, SessionStore, Store, UserSession};
 
@@ -22,6 +24,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The length of an HS256 token as wxgate mints them (header with `kid`,
 /// claims with a 28-character openid and unionid, signature).
 const TOKEN_LEN: usize = 344;
+
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[[apps]]
+appid = "wx0123456789abcdef"
+secret = "unused"
+[token]
+[[token.keys]]
+id = "k1"
+secret = "store-rss-measurement-key-0123456789abcdef"
+"#;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -72,6 +86,37 @@ async fn main() {
         "login code (code, the token answered)",
         measure(&store, base),
     ));
+
+    // The verified-token cache: 50,000 distinct tokens (its bound), minted
+    // first so that only the cache's copies are measured.
+    let cached = 50_000;
+    let config =
+        wxgate::Config::parse(CONFIG, std::path::Path::new("store_rss.toml")).expect("the config");
+    let keys = Keys::new(&config.token, config.appids());
+    let tokens: Vec<String> = (0..cached)
+        .map(|i| {
+            let (token, _) = keys
+                .mint(
+                    &text("o", i, 28),
+                    appid,
+                    Some(&text("u", i, 28)),
+                    keys.ttl(),
+                    now(),
+                )
+                .expect("minted");
+            token
+        })
+        .collect();
+    let base = rss_kib();
+    for token in &tokens {
+        keys.verify(token, now()).expect("valid");
+    }
+    let kib = rss_kib().saturating_sub(base);
+    println!(
+        "verified-token cache: {cached} tokens of {} bytes: +{kib} KiB RSS, {:.0} bytes per entry",
+        tokens[0].len(),
+        kib as f64 * 1024.0 / cached as f64
+    );
 
     let counts = store.counts().expect("the memory store counts");
     assert_eq!(

@@ -312,11 +312,15 @@ async fn process_series_describe_this_process() {
     assert!(fds <= m.value("process_max_fds", &[]));
     drop(held);
 
-    // Resident memory: /proc/self/statm's second field, in pages.
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: f64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // Resident memory, as /proc/self/status tells it (in KiB).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
     let rss = m.value("process_resident_memory_bytes", &[]);
-    let ours = pages * 4096.0;
+    let ours = kib * 1024.0;
     assert!(
         rss > ours / 2.0 && rss < ours * 2.0,
         "scraped {rss} bytes resident, /proc says {ours}"

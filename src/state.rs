@@ -71,7 +71,8 @@ impl Snapshot {
                 .filter(|l| l.limit() == limit)
                 .unwrap_or_else(|| Arc::new(RateLimiter::new(limit)))
         });
-        let keys = Keys::new(&config.token, config.appids());
+        let keys =
+            Keys::new(&config.token, config.appids()).count_cache_in(metrics.token_cache().clone());
         let router = Router::new(config.routes.clone(), &config.auth);
         let strip = config
             .routes

@@ -13,6 +13,7 @@
 pub mod keys;
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,6 +160,27 @@ pub struct Keys {
     /// time. It lives and dies with these keys, so a reload that drops a key
     /// drops what it verified.
     verified: moka::sync::Cache<String, Arc<Verified>, foldhash::fast::RandomState>,
+    /// Hits and misses of `verified`, for the metrics; shared by every
+    /// config's keys so that a reload does not reset them.
+    cache_counts: Arc<CacheCounts>,
+}
+
+/// How often [`Keys::verify`] found a token in its cache: two relaxed adds'
+/// worth of bookkeeping, read when the metrics are scraped.
+#[derive(Debug, Default)]
+pub struct CacheCounts {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl CacheCounts {
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Relaxed)
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Relaxed)
+    }
 }
 
 impl std::fmt::Debug for Keys {
@@ -240,7 +262,15 @@ impl Keys {
                 .max_capacity(VERIFIED_CACHE_ENTRIES)
                 .time_to_idle(VERIFIED_CACHE_IDLE)
                 .build_with_hasher(foldhash::fast::RandomState::default()),
+            cache_counts: Arc::default(),
         }
+    }
+
+    /// Counts this cache's hits and misses into `counts` (the gateway's,
+    /// kept across reloads) instead of counts of its own.
+    pub fn count_cache_in(mut self, counts: Arc<CacheCounts>) -> Keys {
+        self.cache_counts = counts;
+        self
     }
 
     pub fn ttl(&self) -> Duration {
@@ -304,11 +334,13 @@ impl Keys {
             return Err(invalid("too long"));
         }
         if let Some(verified) = self.verified.get(token) {
+            self.cache_counts.hits.fetch_add(1, Relaxed);
             if now > verified.exp.saturating_add(self.leeway) {
                 return Err(TokenError::Expired);
             }
             return Ok(verified);
         }
+        self.cache_counts.misses.fetch_add(1, Relaxed);
         let verified = Arc::new(self.verify_uncached(token, now)?);
         self.verified.insert(token.to_owned(), verified.clone());
         Ok(verified)

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::http::body::Body;
+use crate::ops::metrics::Sampled;
 use crate::state::Gateway;
 
 /// Serves the admin endpoints until the task is dropped.
@@ -55,7 +56,17 @@ fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
         }
         (&Method::GET | &Method::HEAD, "/readyz") => (StatusCode::OK, r#"{"status":"ready"}"#),
         (&Method::GET | &Method::HEAD, "/metrics") => {
-            let mut response = Response::new(Body::full(gw.metrics().encode()));
+            let sampled = Sampled {
+                store: gw.store().counts(),
+                certificate_expiry: gw
+                    .snapshot()
+                    .config
+                    .server
+                    .tls
+                    .as_ref()
+                    .and_then(|tls| tls.not_after),
+            };
+            let mut response = Response::new(Body::full(gw.metrics().encode(&sampled)));
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

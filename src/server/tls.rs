@@ -31,6 +31,10 @@ pub struct ServerTls {
     /// Built once per load; every new connection takes the one in force,
     /// so a reload reaches new connections and leaves open ones alone.
     pub config: Arc<ServerConfig>,
+    /// The leaf certificate's notAfter (Unix seconds), for the expiry gauge;
+    /// `None` if it cannot be parsed (rustls checks certificates only as a
+    /// client does, so a server's own leaf is not parsed otherwise).
+    pub not_after: Option<i64>,
 }
 
 /// Paths only: the key stays out of `Debug`.
@@ -56,6 +60,7 @@ impl ServerTls {
     /// An error says which of the two files is at fault.
     pub fn load(cert: PathBuf, key: PathBuf) -> Result<ServerTls, (TlsFile, String)> {
         let chain = read_certs(&cert).map_err(|e| (TlsFile::Cert, e))?;
+        let not_after = not_after(&chain[0]);
         let key_der = read_key(&key).map_err(|e| (TlsFile::Key, e))?;
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -81,8 +86,15 @@ impl ServerTls {
             cert,
             key,
             config: Arc::new(config),
+            not_after,
         })
     }
+}
+
+/// A certificate's notAfter, in Unix seconds.
+fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {

@@ -87,6 +87,26 @@ impl Store {
     pub fn new(config: &StoreConfig) -> Store {
         Store::Memory(Arc::new(MemoryStore::new(config.capacity)))
     }
+
+    /// How many sessions, revocations and login codes the store holds, for the metrics
+    /// (read when scraped, never per request); `None` when a backend cannot
+    /// tell without a round trip.
+    pub fn counts(&self) -> Option<StoreCounts> {
+        match self {
+            Store::Memory(store) => Some(store.counts()),
+        }
+    }
+}
+
+/// What [`Store::counts`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// Users whose session_key is kept.
+    pub sessions: u64,
+    /// Revoked token ids not yet expired.
+    pub revocations: u64,
+    /// Login codes whose answer is remembered (for [`CODE_LIFE`]).
+    pub codes: u64,
 }
 
 macro_rules! dispatch {
@@ -161,6 +181,21 @@ impl MemoryStore {
                 .max_capacity(capacity)
                 .time_to_live(CODE_LIFE)
                 .build(),
+        }
+    }
+}
+
+impl MemoryStore {
+    /// Exact counts: the caches' pending inserts and evictions are applied
+    /// first (cheap next to a scrape's other work).
+    pub fn counts(&self) -> StoreCounts {
+        self.sessions.run_pending_tasks();
+        self.revoked.run_pending_tasks();
+        self.codes.run_pending_tasks();
+        StoreCounts {
+            sessions: self.sessions.entry_count(),
+            revocations: self.revoked.entry_count(),
+            codes: self.codes.entry_count(),
         }
     }
 }

@@ -214,12 +214,80 @@ fn assert_selects(selector: &Value, deployment: &Value) {
     }
 }
 
+/// The pod admits its main port from anyone, and the admin port
+/// (metrics) only from the monitoring namespace; nothing else.
+fn check_network_policy(k: &Kustomization, deployment: &Value, wx: &Wxgate) {
+    let policy = k.one("NetworkPolicy");
+    assert_selects(&policy["spec"]["podSelector"]["matchLabels"], deployment);
+    let types = array_at(policy, "/spec/policyTypes");
+    assert!(types.iter().any(|t| t == "Ingress"), "{types:?}");
+    let main = i64::from(wx.config.server.listen.port());
+    let admin = i64::from(wx.config.admin.as_ref().unwrap().listen.port());
+    let mut admitted = Vec::new();
+    for rule in array_at(policy, "/spec/ingress") {
+        let ports = array_at(rule, "/ports");
+        assert!(!ports.is_empty(), "a rule without ports admits every port");
+        let from = array_at(rule, "/from");
+        for port in ports {
+            let port = resolve_port(&port["port"], &wx.ports);
+            assert!(
+                port == main || port == admin,
+                "port {port} is neither listen ({main}) nor admin ({admin})"
+            );
+            if port == admin {
+                assert!(!from.is_empty(), "the admin port open to every pod");
+                for peer in from {
+                    assert_eq!(
+                        peer,
+                        &serde_json::json!({"namespaceSelector": {"matchLabels": {
+                            "kubernetes.io/metadata.name": "monitoring"}}}),
+                        "the admin port admits only the monitoring namespace"
+                    );
+                }
+            }
+            admitted.push(port);
+        }
+    }
+    admitted.sort();
+    admitted.dedup();
+    assert_eq!(admitted, [main.min(admin), main.max(admin)]);
+}
+
+/// What a pod's memory limit must hold, from the measured costs
+/// (examples/store_rss.rs, examples/idle_rss.rs; docs/operations.md):
+/// every store kind full, every allowed connection open and idle, the
+/// verified-token cache full, and the process itself.
+fn check_memory_limit(deployment: &Value, wx: &Wxgate) {
+    const BASE: u64 = 24 << 20;
+    // 26 KiB measured on 2026-12-06, 35 KiB on 2026-11-23: the larger.
+    const PER_CONNECTION: u64 = 35 << 10;
+    const PER_CAPACITY: u64 = 462 + 342 + 874; // a session, a revocation, a code
+    const TOKEN_CACHE: u64 = 50_000 * 924;
+    let limit = str_at(container(deployment, "wxgate"), "/resources/limits/memory");
+    let limit: u64 = limit
+        .strip_suffix("Mi")
+        .and_then(|m| m.parse().ok())
+        .map(|m: u64| m << 20)
+        .unwrap_or_else(|| panic!("a limit in Mi: {limit}"));
+    let capacity = wx.config.store.capacity;
+    let connections = wx.config.server.max_connections as u64;
+    let needed = BASE + connections * PER_CONNECTION + capacity * PER_CAPACITY + TOKEN_CACHE;
+    assert!(
+        needed <= limit,
+        "store.capacity {capacity} and max_connections {connections} need {} MiB, the limit is {} MiB",
+        needed >> 20,
+        limit >> 20
+    );
+}
+
 #[test]
 fn sidecar_pod_matches_its_gateway_toml() {
     let k = kustomization("sidecar");
     let deployment = k.one("Deployment");
     let wx = wxgate_in(&k, deployment);
     check_service(&k, deployment, &wx);
+    check_network_policy(&k, deployment, &wx);
+    check_memory_limit(deployment, &wx);
 
     // The application is reachable only through wxgate, on loopback.
     let app = container(deployment, "app");
@@ -251,6 +319,8 @@ fn standalone_deployment_service_and_pdb_agree() {
     let deployment = k.one("Deployment");
     let wx = wxgate_in(&k, deployment);
     check_service(&k, deployment, &wx);
+    check_network_policy(&k, deployment, &wx);
+    check_memory_limit(deployment, &wx);
 
     let pdb = k.one("PodDisruptionBudget");
     assert_selects(&pdb["spec"]["selector"]["matchLabels"], deployment);
@@ -258,16 +328,115 @@ fn standalone_deployment_service_and_pdb_agree() {
         deployment["spec"]["selector"]["matchLabels"],
         pdb["spec"]["selector"]["matchLabels"]
     );
-    let replicas = int_at(deployment, "/spec/replicas");
+    // The autoscaler owns the replica count: a `replicas` in the
+    // Deployment would reset it on every apply.
+    assert!(deployment["spec"].get("replicas").is_none());
+    let hpa = k.one("HorizontalPodAutoscaler");
+    let target = &hpa["spec"]["scaleTargetRef"];
+    assert_eq!(str_at(target, "/kind"), "Deployment");
+    assert_eq!(
+        str_at(target, "/name"),
+        str_at(deployment, "/metadata/name")
+    );
+    let replicas = int_at(hpa, "/spec/minReplicas");
+    assert!(int_at(hpa, "/spec/maxReplicas") >= replicas);
     let min_available = int_at(pdb, "/spec/minAvailable");
     assert!(
         min_available < replicas,
         "minAvailable {min_available} of {replicas} replicas blocks every drain"
     );
+    // CPU utilization is measured against the request.
+    let wxgate = container(deployment, "wxgate");
+    assert!(wxgate.pointer("/resources/requests/cpu").is_some());
+
+    // `kubectl apply -k` on a fresh cluster: the namespace it names is
+    // one of its resources.
+    let namespace = k.namespace.as_deref().expect("a namespace");
+    let created = k.one("Namespace");
+    assert_eq!(str_at(created, "/metadata/name"), namespace);
     assert!(
         !wx.config.server.trusted_proxies.is_empty(),
         "forward-auth needs the ingress in trusted_proxies"
     );
+}
+
+/// Every upstream the standalone config routes to is in a namespace where
+/// only wxgate's pods are admitted.
+#[test]
+fn upstreams_admit_only_wxgate() {
+    let standalone = kustomization("standalone");
+    let deployment = standalone.one("Deployment");
+    let wx = wxgate_in(&standalone, deployment);
+    let k = kustomization("upstream-policy");
+    let namespace = k.namespace.as_deref().expect("a namespace");
+    for route in &wx.config.routes {
+        // name.namespace.svc[.cluster.local]
+        let host = route.upstream.authority.host();
+        let labels: Vec<&str> = host.split('.').collect();
+        assert!(
+            labels.len() >= 3 && labels[2] == "svc",
+            "{}: {host} is not a Service name",
+            route.path
+        );
+        assert_eq!(labels[1], namespace, "{}: {host}", route.path);
+    }
+    let policy = k.one("NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["podSelector"],
+        serde_json::json!({}),
+        "every pod of the upstream namespace"
+    );
+    assert!(array_at(policy, "/spec/policyTypes")
+        .iter()
+        .any(|t| t == "Ingress"));
+    let rules = array_at(policy, "/spec/ingress");
+    assert!(!rules.is_empty());
+    for rule in rules {
+        let from = array_at(rule, "/from");
+        assert!(!from.is_empty(), "a rule without `from` admits every pod");
+        for peer in from {
+            assert_eq!(
+                str_at(
+                    peer,
+                    "/namespaceSelector/matchLabels/kubernetes.io~1metadata.name"
+                ),
+                standalone.namespace.as_deref().unwrap(),
+                "{peer}"
+            );
+            assert_selects(&peer["podSelector"]["matchLabels"], deployment);
+        }
+    }
+}
+
+/// The ServiceMonitor reaches the admin port of the standalone pods.
+#[test]
+fn servicemonitor_scrapes_the_admin_port() {
+    let standalone = kustomization("standalone");
+    let deployment = standalone.one("Deployment");
+    let wx = wxgate_in(&standalone, deployment);
+    let k = kustomization("monitoring");
+    assert_eq!(k.namespace, standalone.namespace);
+    let service = k.one("Service");
+    assert_selects(&service["spec"]["selector"], deployment);
+    assert_eq!(str_at(service, "/spec/clusterIP"), "None");
+    let ports = array_at(service, "/spec/ports");
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        resolve_port(&ports[0]["targetPort"], &wx.ports),
+        i64::from(wx.config.admin.as_ref().unwrap().listen.port())
+    );
+    let monitor = k.one("ServiceMonitor");
+    let wanted = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels");
+    assert!(!wanted.is_empty());
+    for (key, value) in wanted {
+        assert_eq!(&service["metadata"]["labels"][key], value, "{key}");
+    }
+    let endpoints = array_at(monitor, "/spec/endpoints");
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0]["port"], ports[0]["name"]);
+    assert_eq!(str_at(&endpoints[0], "/path"), "/metrics");
 }
 
 /// The image's listeners and config path are those the manifests use.
@@ -330,7 +499,7 @@ fn dockerfile_builds_locked_runs_non_root_and_bakes_in_no_config() {
         );
         for source in &words[..words.len() - 1] {
             assert!(
-                ["Cargo.toml", "Cargo.lock", "src"].contains(source),
+                ["Cargo.toml", "Cargo.lock", "build.rs", "src"].contains(source),
                 "COPY {source}: only the sources go in, never a config or secret"
             );
         }
@@ -381,7 +550,7 @@ fn dockerignore_lets_in_only_what_the_build_copies() {
         })
         .collect();
     allowed.sort();
-    assert_eq!(allowed, ["Cargo.lock", "Cargo.toml", "src"]);
+    assert_eq!(allowed, ["Cargo.lock", "Cargo.toml", "build.rs", "src"]);
 }
 
 /// The snippets name the verify path and identity headers the shipped

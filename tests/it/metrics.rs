@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::common::fake_wechat::Fault;
 use crate::common::login_flow::*;
 use crate::common::prom::{scrape, Scrape};
+use crate::common::tls::{tls_lines, TestCa};
 use crate::common::*;
 
 async fn metrics(gw: &TestGateway) -> Scrape {
@@ -39,6 +40,9 @@ async fn every_family_is_declared_from_the_start() {
         ("wxgate_connections_open", "gauge"),
         ("wxgate_config_reloads_total", "counter"),
         ("wxgate_build_info", "gauge"),
+        ("wxgate_store_entries", "gauge"),
+        ("wxgate_token_cache_hits_total", "counter"),
+        ("wxgate_token_cache_misses_total", "counter"),
     ] {
         assert_eq!(
             m.types.get(family).map(String::as_str),
@@ -46,12 +50,22 @@ async fn every_family_is_declared_from_the_start() {
             "{family}"
         );
     }
+    // The commit is known when the build ran in a git checkout (build.rs).
+    let mut build = vec![("version", env!("CARGO_PKG_VERSION"))];
+    if let Some(commit) = option_env!("WXGATE_COMMIT") {
+        assert!(
+            commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+            "{commit}"
+        );
+        build.push(("commit", commit));
+    }
+    assert_eq!(m.value("wxgate_build_info", &build), 1.0);
     assert_eq!(
-        m.value(
-            "wxgate_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))]
-        ),
-        1.0
+        m.samples
+            .iter()
+            .filter(|s| s.name == "wxgate_build_info")
+            .count(),
+        1
     );
     assert_eq!(
         m.value("wxgate_config_reloads_total", &[("result", "ok")]),
@@ -265,4 +279,161 @@ async fn a_request_its_client_abandons_is_counted_as_499() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     up.release_hold();
+}
+
+/// The standard process collector's series, read from /proc for this
+/// process (the test gateway runs in the test's own process).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn process_series_describe_this_process() {
+    let up = crate::common::upstream::Upstream::start().await;
+    let gw = gateway_with(&up, "").await;
+    // Descriptors the scrape must see: far more than any concurrent test
+    // closes in the meantime.
+    let held: Vec<std::fs::File> = (0..300)
+        .map(|_| std::fs::File::open("/proc/self/stat").unwrap())
+        .collect();
+    let m = metrics(&gw).await;
+    for (family, kind) in [
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_cpu_seconds_total", "counter"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert_eq!(
+            m.types.get(family).map(String::as_str),
+            Some(kind),
+            "{family}"
+        );
+    }
+    let fds = m.value("process_open_fds", &[]);
+    assert!(fds >= held.len() as f64, "{fds} open descriptors");
+    assert!(fds <= m.value("process_max_fds", &[]));
+    drop(held);
+
+    // Resident memory, as /proc/self/status tells it (in KiB).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    let rss = m.value("process_resident_memory_bytes", &[]);
+    let ours = kib * 1024.0;
+    assert!(
+        rss > ours / 2.0 && rss < ours * 2.0,
+        "scraped {rss} bytes resident, /proc says {ours}"
+    );
+    // Started before the scrape, and not before this test binary's own
+    // files were written.
+    let started = m.value("process_start_time_seconds", &[]);
+    let now = wxgate::auth::token::now() as f64;
+    let built = std::fs::metadata(std::env::current_exe().unwrap())
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    assert!(
+        started <= now && started >= built - 1.0,
+        "start {started}, built {built}, now {now}"
+    );
+}
+
+#[tokio::test]
+async fn stored_sessions_and_revocations_are_gauged() {
+    let s = Setup::start().await;
+    let entries = |m: &Scrape, kind: &str| m.value("wxgate_store_entries", &[("kind", kind)]);
+    let m = metrics(&s.gw).await;
+    assert_eq!(entries(&m, "session"), 0.0);
+    assert_eq!(entries(&m, "revocation"), 0.0);
+    assert_eq!(entries(&m, "code"), 0.0);
+
+    let alice = s.login_as("o-alice").await;
+    s.login_as("o-bob").await;
+    s.login_as("o-bob").await; // the same user: still one session
+    let m = metrics(&s.gw).await;
+    assert_eq!(entries(&m, "session"), 2.0);
+    assert_eq!(entries(&m, "revocation"), 0.0);
+    assert_eq!(entries(&m, "code"), 3.0, "each code's answer is kept");
+
+    assert_eq!(logout(&s.gw, Some(&alice)).await.status, 204);
+    let m = metrics(&s.gw).await;
+    assert_eq!(entries(&m, "session"), 1.0, "a logout drops the session");
+    assert_eq!(entries(&m, "revocation"), 1.0);
+}
+
+#[tokio::test]
+async fn verified_token_cache_hits_and_misses_are_counted() {
+    let s = Setup::start().await;
+    let token = s.login_as("o-carol").await;
+    let hits = |m: &Scrape| m.value("wxgate_token_cache_hits_total", &[]);
+    let misses = |m: &Scrape| m.value("wxgate_token_cache_misses_total", &[]);
+    let before = metrics(&s.gw).await;
+    assert_eq!(hits(&before), 0.0);
+
+    // The first use checks the signature; the next two find it cached.
+    for _ in 0..3 {
+        assert_eq!(get(&s.gw, "/api/x", Some(&token)).await.status, 200);
+    }
+    // A forgery is looked up, missed and refused; it is never cached.
+    for _ in 0..2 {
+        get(&s.gw, "/api/x", Some("not.a.token"))
+            .await
+            .assert_error(401, "invalid_token");
+    }
+    let after = metrics(&s.gw).await;
+    assert_eq!(hits(&after) - hits(&before), 2.0);
+    assert_eq!(misses(&after) - misses(&before), 3.0);
+
+    // A reload starts a new cache (new keys) but keeps counting.
+    s.gw.gw
+        .install(s.gw.gw.snapshot().config.clone())
+        .expect("the same config installs");
+    assert_eq!(get(&s.gw, "/api/x", Some(&token)).await.status, 200);
+    let reloaded = metrics(&s.gw).await;
+    assert_eq!(hits(&reloaded), hits(&after));
+    assert_eq!(misses(&reloaded), misses(&after) + 1.0);
+}
+
+#[tokio::test]
+async fn the_certificate_expiry_is_the_leafs_not_after() {
+    let ca = TestCa::new("wxgate test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.issue_until(1, (2031, 7, 15)).write(dir.path());
+    let text = set(
+        &base_config("http://127.0.0.1:9", "http://127.0.0.1:9"),
+        "[server]",
+        &tls_lines(&cert, &key),
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let gw = TestGateway::start_config(wxgate::Config::load(&path).unwrap()).await;
+    let expiry = |m: &Scrape| {
+        assert_eq!(
+            m.types
+                .get("wxgate_tls_certificate_expiry_timestamp_seconds")
+                .map(String::as_str),
+            Some("gauge")
+        );
+        m.value("wxgate_tls_certificate_expiry_timestamp_seconds", &[])
+    };
+    // 2031-07-15T00:00:00Z
+    assert_eq!(expiry(&metrics(&gw).await), 1_941_840_000.0);
+
+    // A renewed certificate, same files: the gauge follows the reload.
+    ca.issue_until(2, (2032, 1, 2)).write(dir.path());
+    wxgate::ops::reload::from_file(&gw.gw).unwrap();
+    // 2032-01-02T00:00:00Z
+    assert_eq!(expiry(&metrics(&gw).await), 1_956_614_400.0);
+
+    // Without TLS there is no certificate, and no such family.
+    let up = crate::common::upstream::Upstream::start().await;
+    let plain = gateway_with(&up, "").await;
+    assert!(!metrics(&plain)
+        .await
+        .types
+        .contains_key("wxgate_tls_certificate_expiry_timestamp_seconds"));
 }

@@ -78,6 +78,8 @@ pub fn int_at(value: &Value, pointer: &str) -> i64 {
 /// its ConfigMap and Secret generators.
 pub struct Kustomization {
     pub dir: PathBuf,
+    /// Its `namespace:`, which kustomize sets on every resource.
+    pub namespace: Option<String>,
     pub resources: Vec<Value>,
     /// Generated ConfigMap name -> key -> file text.
     pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
@@ -127,6 +129,10 @@ impl Kustomization {
         }
         Kustomization {
             dir: dir.to_owned(),
+            namespace: k
+                .get("namespace")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             resources,
             config_maps,
             secrets,

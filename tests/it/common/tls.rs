@@ -54,8 +54,20 @@ impl TestCa {
 
     /// A server certificate for `127.0.0.1` and `localhost` with `serial`.
     pub fn issue(&self, serial: u64) -> Leaf {
+        self.issue_with(serial, |_| {})
+    }
+
+    /// The same, valid until midnight UTC of the day `(year, month, day)`.
+    pub fn issue_until(&self, serial: u64, (year, month, day): (i32, u8, u8)) -> Leaf {
+        self.issue_with(serial, |params| {
+            params.not_after = rcgen::date_time_ymd(year, month, day);
+        })
+    }
+
+    fn issue_with(&self, serial: u64, edit: impl FnOnce(&mut CertificateParams)) -> Leaf {
         let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
         let mut params = CertificateParams::new(names).unwrap();
+        edit(&mut params);
         params
             .distinguished_name
             .push(DnType::CommonName, format!("wxgate test server {serial}"));

@@ -53,8 +53,9 @@ fn main() {
          [[apps]]\nappid = \"wxapp1\"\nsecret = \"s\"\n\
          [token]\n[[token.keys]]\nid = \"k1\"\n{key}\n"
     );
-    let config = wxgate::Config::parse_with_env(&toml, Path::new("cost.toml"), Some(HashMap::new()))
-        .expect("a valid config");
+    let config =
+        wxgate::Config::parse_with_env(&toml, Path::new("cost.toml"), Some(HashMap::new()))
+            .expect("a valid config");
     let keys = Keys::new(&config.token, config.appids());
     let ttl = Duration::from_secs(600);
     let (token, _) = keys.mint("o-user", "wxapp1", None, ttl, NOW).expect("mint");

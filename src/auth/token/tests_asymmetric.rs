@@ -336,6 +336,7 @@ fn the_jwks_holds_public_keys_only() {
 /// Cost of a verification without and with the verified-token cache, per
 /// algorithm. A measurement, not a test of timing:
 /// `cargo test --release --lib verification_cost -- --ignored --nocapture`.
+/// Instruction counts, steadier than time: `examples/token_cost.rs`.
 #[test]
 #[ignore]
 fn verification_cost() {

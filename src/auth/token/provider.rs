@@ -212,3 +212,42 @@ fn digest(data: &[u8], hash: ThumbprintHash) -> Result<Vec<u8>> {
     };
     Ok(ring::digest::digest(algorithm, data).as_ref().to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+
+    #[test]
+    fn only_wxgate_algorithms_with_keys_of_their_family() {
+        let secret = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
+        assert!(Signer::new(Algorithm::HS256, &secret).is_ok());
+        for alg in [Algorithm::HS384, Algorithm::HS512, Algorithm::RS256] {
+            assert!(Signer::new(alg, &secret).is_err(), "{alg:?}");
+        }
+        // A secret is never read as a private or public key, nor the reverse.
+        assert!(Signer::new(Algorithm::ES256, &secret).is_err());
+        let public = DecodingKey::from_secret(&[4; 65]);
+        assert!(Verifier::new(Algorithm::ES256, &public).is_err());
+        assert!(Verifier::new(Algorithm::HS256, &DecodingKey::from_ec_der(&[4; 65])).is_err());
+        assert!(Verifier::new(Algorithm::ES384, &DecodingKey::from_ec_der(&[4; 97])).is_err());
+    }
+
+    #[test]
+    fn jsonwebtoken_signs_and_verifies_through_it() {
+        install();
+        let key = b"0123456789abcdef0123456789abcdef";
+        let sig =
+            jsonwebtoken::crypto::sign(b"input", &EncodingKey::from_secret(key), Algorithm::HS256)
+                .unwrap();
+        let ring_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+        let expected = ring::hmac::sign(&ring_key, b"input");
+        assert_eq!(sig, URL_SAFE_NO_PAD.encode(expected.as_ref()));
+        let decoding = DecodingKey::from_secret(key);
+        assert!(jsonwebtoken::crypto::verify(&sig, b"input", &decoding, Algorithm::HS256).unwrap());
+        assert!(
+            !jsonwebtoken::crypto::verify(&sig, b"other", &decoding, Algorithm::HS256).unwrap()
+        );
+    }
+}

@@ -13,8 +13,9 @@
 //! Algorithms: HS256, ES256, EdDSA (the keys in tests/fixtures/keys).
 //! Operations: `cold` (a verification that skips the verified-token cache:
 //! what the first request with a token costs), `cached` (a verification
-//! served from the cache: what every later request costs), `mint` (what a
-//! login signs).
+//! served from the cache: what every later request costs), `forged` (the
+//! same token with another signature, refused: what each forged token
+//! costs, as failures are not cached), `mint` (what a login signs).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,7 +28,7 @@ const NOW: u64 = 1_800_000_000;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: token_cost HS256|ES256|EdDSA cold|cached|mint N";
+    let usage = "usage: token_cost HS256|ES256|EdDSA cold|cached|forged|mint N";
     let algorithm = args.next().expect(usage);
     let operation = args.next().expect(usage);
     let n: u32 = args.next().and_then(|n| n.parse().ok()).expect(usage);
@@ -61,6 +62,9 @@ fn main() {
     let (token, _) = keys.mint("o-user", "wxapp1", None, ttl, NOW).expect("mint");
     // In the cache from here on, in every run.
     keys.verify(&token, NOW).expect("the token verifies");
+    let (input, signature) = token.rsplit_once('.').expect("three segments");
+    let other = if signature.starts_with('A') { 'B' } else { 'A' };
+    let forged = format!("{input}.{other}{}", &signature[1..]);
 
     for _ in 0..n {
         match operation.as_str() {
@@ -69,6 +73,9 @@ fn main() {
             }
             "cached" => {
                 std::hint::black_box(keys.verify(&token, NOW).expect("verifies"));
+            }
+            "forged" => {
+                std::hint::black_box(keys.verify(&forged, NOW).expect_err("refused"));
             }
             "mint" => {
                 std::hint::black_box(keys.mint("o-user", "wxapp1", None, ttl, NOW).expect("mint"));

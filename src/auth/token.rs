@@ -24,27 +24,33 @@
 //! strict engine (no padding, no other alphabet, no stray bits).
 //!
 //! Cost per token, in instructions (callgrind on `examples/token_cost.rs`,
-//! release build, system allocator), before (ring called directly, the
-//! HMAC key prepared once at load) and with jsonwebtoken:
+//! release build, system allocator; two runs each), before (ring called
+//! directly, the HMAC key prepared once at load) and with jsonwebtoken:
 //!
 //! | | before | jsonwebtoken on ring |
 //! | --- | --- | --- |
-//! | verification from the cache, any algorithm (every later request) | 826–859 | 826–865 |
+//! | verification from the cache, any algorithm (every later request) | 826–871 | 826–869 |
 //! | HS256 verification, not cached | 21.9 k | 42.3 k |
-//! | ES256 verification, not cached | 762 k | 779 k |
-//! | EdDSA verification, not cached | 582 k | 605 k |
+//! | ES256 verification, not cached | 757–762 k | 778–779 k |
+//! | EdDSA verification, not cached | 582–592 k | 602–605 k |
+//! | HS256 forged signature, refused | 16.0 k | 31.2 k |
+//! | ES256 forged signature, refused | 754 k | 765 k |
+//! | EdDSA forged signature, refused | 581 k | 590 k |
 //! | HS256 mint | 17.5 k | 23.7 k |
 //! | ES256 mint | 223 k | 378 k |
 //! | EdDSA mint | 222 k | 424 k |
 //!
-//! The cache keeps the per-request cost where it was. A token's first
-//! verification costs about 20 k instructions more: jsonwebtoken keys HMAC
-//! again for every token (4.5 k; its factories are plain `fn`s, so nothing
-//! prepared at load reaches them), parses the header a second time and the
-//! claims twice (once for wxgate, once for its own checks), and allocates
-//! for each. A mint parses the PKCS#8 key again, and ring derives the
-//! public key from it each time: +155 k (ES256) and +200 k (EdDSA), once
-//! per login, next to a round trip to WeChat.
+//! A whole proxied request with a cached HS256 token (the benchmark
+//! harness's `instr` mode, keep-alive): 26.9 k instructions before, 26.8 k
+//! after. The cache keeps the per-request cost where it was. A token's
+//! first verification costs about 20 k instructions more, a refused one
+//! 10–15 k: jsonwebtoken keys HMAC again for every token (4.5 k; its
+//! factories are plain `fn`s, so nothing prepared at load reaches them),
+//! parses the header a second time and the claims twice (once for wxgate,
+//! once for its own checks), and allocates for each. A mint parses the
+//! PKCS#8 key again, and ring derives the public key from it each time:
+//! +155 k (ES256) and +200 k (EdDSA), once per login, next to a round trip
+//! to WeChat.
 //!
 //! [`keys`] reads PEM key files; [`crate::auth::jwks`] publishes the public keys.
 

@@ -14,10 +14,10 @@
 //! configured app and that `exp` is there. Around it, wxgate keeps the rules
 //! jsonwebtoken does not have or reads more loosely, in [`Keys::verify_uncached`]:
 //! before it, exactly three segments, a header of only `alg`, `kid` and
-//! `typ` (jsonwebtoken ignores unknown header fields, `crit` included, and
-//! takes a duplicate key), a known `kid`, the key's own `alg`; after it, the
-//! claims read strictly (integer times, single-string `iss` and `aud`, no
-//! duplicate key: jsonwebtoken rounds fractional times and takes arrays),
+//! `typ` (jsonwebtoken takes `crit`, `jku`, `jwk`, `x5u` and unknown fields
+//! and leaves them to its caller), a known `kid`, the key's own `alg`; after it, the
+//! claims read strictly (integer times, single-string `iss` and `aud`, none
+//! of them twice: jsonwebtoken rounds fractional times and takes arrays),
 //! every time against the clock the caller passes in (jsonwebtoken reads the
 //! system clock, so its own `exp`/`nbf` checks are off), `iat` not in the
 //! future, and ids fit for a header. Base64 is jsonwebtoken's, the same
@@ -120,10 +120,10 @@ impl Verified {
 }
 
 /// The header as wxgate reads it, before jsonwebtoken does: exactly the
-/// fields wxgate writes. jsonwebtoken's `Header` takes `crit`, `jku`, `jwk`,
-/// `x5u`, `x5c` and any other field (into its extras) and leaves them to the
-/// caller, and its flattened parse is not the place to rely on for refusing
-/// a duplicate key; this derive refuses both.
+/// fields wxgate writes, each once. jsonwebtoken's `Header` takes `crit`,
+/// `jku`, `jwk`, `x5u` and `x5c` and leaves them to the caller, and takes
+/// any other field, twice if it likes, into its extras (it refuses a
+/// duplicate `alg` or `kid` only).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHeader<'a> {
@@ -136,8 +136,9 @@ struct RawHeader<'a> {
 }
 
 /// The claims as wxgate reads them, through jsonwebtoken: the derive
-/// refuses a duplicate key, and the types refuse a fractional or negative
-/// time, or an array where a string belongs.
+/// refuses any of these claims twice, and the types refuse a fractional or
+/// negative time, or an array where a string belongs. Other claims are
+/// ignored.
 #[derive(Deserialize)]
 struct RawClaims {
     #[serde(default)]

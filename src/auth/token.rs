@@ -8,9 +8,54 @@
 //! or skip a check. Each key has one algorithm (HS256, ES256 or EdDSA), so
 //! an HS256 token can never be checked against an ES256 key's public bytes.
 //!
+//! jsonwebtoken encodes and decodes: it signs, checks the signature (with
+//! ring, through [`provider`]), parses the claims, and checks that the
+//! header's `alg` is the key's, that `iss` is ours, that `aud` is a
+//! configured app and that `exp` is there. Around it, wxgate keeps the rules
+//! jsonwebtoken does not have or reads more loosely, in [`Keys::verify_uncached`]:
+//! before it, exactly three segments, a header of only `alg`, `kid` and
+//! `typ` (jsonwebtoken takes `crit`, `jku`, `jwk`, `x5u` and unknown fields
+//! and leaves them to its caller), a known `kid`, the key's own `alg`; after it, the
+//! claims read strictly (integer times, single-string `iss` and `aud`, none
+//! of them twice: jsonwebtoken rounds fractional times and takes arrays),
+//! every time against the clock the caller passes in (jsonwebtoken reads the
+//! system clock, so its own `exp`/`nbf` checks are off), `iat` not in the
+//! future, and ids fit for a header. Base64 is jsonwebtoken's, the same
+//! strict engine (no padding, no other alphabet, no stray bits).
+//!
+//! Cost per token, in instructions (callgrind on `examples/token_cost.rs`,
+//! release build, system allocator; two runs each), before (ring called
+//! directly, the HMAC key prepared once at load) and with jsonwebtoken:
+//!
+//! | | before | jsonwebtoken on ring |
+//! | --- | --- | --- |
+//! | verification from the cache, any algorithm (every later request) | 826–871 | 826–869 |
+//! | HS256 verification, not cached | 21.9 k | 42.3 k |
+//! | ES256 verification, not cached | 757–762 k | 778–779 k |
+//! | EdDSA verification, not cached | 582–592 k | 602–605 k |
+//! | HS256 forged signature, refused | 16.0 k | 31.2 k |
+//! | ES256 forged signature, refused | 754 k | 765 k |
+//! | EdDSA forged signature, refused | 581 k | 590 k |
+//! | HS256 mint | 17.5 k | 23.7 k |
+//! | ES256 mint | 223 k | 378 k |
+//! | EdDSA mint | 222 k | 424 k |
+//!
+//! A whole proxied request with a cached HS256 token (the benchmark
+//! harness's `instr` mode, keep-alive): 26.9 k instructions before, 26.8 k
+//! after. The cache keeps the per-request cost where it was. A token's
+//! first verification costs about 20 k instructions more, a refused one
+//! 10–15 k: jsonwebtoken keys HMAC again for every token (4.5 k; its
+//! factories are plain `fn`s, so nothing prepared at load reaches them),
+//! parses the header a second time and the claims twice (once for wxgate,
+//! once for its own checks), and allocates for each. A mint parses the
+//! PKCS#8 key again, and ring derives the public key from it each time:
+//! +155 k (ES256) and +200 k (EdDSA), once per login, next to a round trip
+//! to WeChat.
+//!
 //! [`keys`] reads PEM key files; [`crate::auth::jwks`] publishes the public keys.
 
 pub mod keys;
+mod provider;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -21,11 +66,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
 use http::HeaderValue;
-use ring::rand::SystemRandom;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{DecodingKey, EncodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Algorithm, KeyMaterial, TokenConfig};
-use keys::PrivateKey;
 
 /// Most verified tokens remembered; a token seen again skips the signature
 /// and JSON work (about a third of a proxied request's CPU).
@@ -75,6 +120,11 @@ impl Verified {
     }
 }
 
+/// The header as wxgate reads it, before jsonwebtoken does: exactly the
+/// fields wxgate writes, each once. jsonwebtoken's `Header` takes `crit`,
+/// `jku`, `jwk`, `x5u` and `x5c` and leaves them to the caller, and takes
+/// any other field, twice if it likes, into its extras (it refuses a
+/// duplicate `alg` or `kid` only).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHeader<'a> {
@@ -86,67 +136,53 @@ struct RawHeader<'a> {
     typ: Option<Cow<'a, str>>,
 }
 
+/// The claims as wxgate reads them, through jsonwebtoken: the derive
+/// refuses any of these claims twice, and the types refuse a fractional or
+/// negative time, or an array where a string belongs. Other claims are
+/// ignored.
 #[derive(Deserialize)]
-struct RawClaims<'a> {
-    #[serde(borrow, default)]
-    iss: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    sub: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    aud: Option<Cow<'a, str>>,
+struct RawClaims {
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    aud: Option<String>,
     #[serde(default)]
     iat: Option<u64>,
     #[serde(default)]
     nbf: Option<u64>,
     #[serde(default)]
     exp: Option<u64>,
-    #[serde(borrow, default)]
-    jti: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    unionid: Option<Cow<'a, str>>,
-}
-
-/// The header wxgate writes.
-#[derive(Serialize)]
-struct Header<'a> {
-    typ: &'static str,
-    alg: &'static str,
-    kid: &'a str,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    unionid: Option<String>,
 }
 
 struct Key {
     id: String,
     /// The only algorithm its tokens may name.
     algorithm: Algorithm,
-    check: Check,
+    /// The HS256 secret or the raw public key.
+    decoding: DecodingKey,
+    /// jsonwebtoken's checks for this key's tokens, built once.
+    validation: Validation,
 }
 
-/// How a key checks a signature.
-enum Check {
-    /// Keyed once at load (ring precomputes the inner and outer pads), and
-    /// ring's SHA-256 uses the CPU's SHA extensions or vector code.
-    Hmac(ring::hmac::Key),
-    /// ECDSA P-256 (fixed-size r || s) or Ed25519, fixed by the key.
-    Signature(ring::signature::UnparsedPublicKey<Vec<u8>>),
-}
-
-enum Signer {
-    Hmac(ring::hmac::Key),
-    Private(Arc<PrivateKey>),
-}
-
-/// Minting failed: only ECDSA's random nonce can make it fail.
+/// Minting failed: the system random source (ECDSA's nonce), or a key ring
+/// would not parse again (it did when the config loaded).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot sign the token: the system random source failed")]
+#[error("cannot sign the token")]
 pub struct MintError;
 
 /// The configured keys, ready to sign and verify.
 pub struct Keys {
     keys: Vec<Key>,
     signer: usize,
-    signing_key: Signer,
-    /// For ECDSA nonces.
-    rng: SystemRandom,
+    /// The signing key's header: `typ`, `alg` and `kid`, in that order.
+    header: jsonwebtoken::Header,
+    signing_key: EncodingKey,
     /// The JWK Set of the public keys, built once.
     jwks: Bytes,
     issuer: String,
@@ -209,23 +245,40 @@ impl Keys {
     /// Builds from a validated config (which guarantees a signing key and
     /// long enough secrets).
     pub fn new<'a>(config: &TokenConfig, appids: impl Iterator<Item = &'a str>) -> Keys {
-        let hmac = |secret: &crate::secret::Secret| {
-            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.expose().as_bytes())
-        };
+        provider::install();
+        let apps: Vec<(String, HeaderValue)> = appids
+            .map(|a| {
+                (
+                    a.to_owned(),
+                    HeaderValue::from_str(a).expect("appids are validated"),
+                )
+            })
+            .collect();
+        let appids: Vec<&str> = apps.iter().map(|(a, _)| a.as_str()).collect();
         let keys = config
             .keys
             .iter()
-            .map(|k| Key {
-                id: k.id.clone(),
-                algorithm: k.algorithm,
-                check: match (&k.material, k.material.public_key()) {
-                    (KeyMaterial::Secret(secret), _) => Check::Hmac(hmac(secret)),
-                    (_, Some(public)) => Check::Signature(ring::signature::UnparsedPublicKey::new(
-                        public.ring_algorithm(),
-                        public.bytes.clone(),
-                    )),
-                    (_, None) => unreachable!("asymmetric keys have a public key"),
-                },
+            .map(|k| {
+                let mut validation = Validation::new(k.algorithm.jose());
+                validation.set_required_spec_claims(&["iss", "aud", "exp"]);
+                validation.set_issuer(&[&config.issuer]);
+                validation.set_audience(&appids);
+                // They read the system clock; wxgate checks times against
+                // the `now` it is given.
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
+                Key {
+                    id: k.id.clone(),
+                    algorithm: k.algorithm,
+                    decoding: match (&k.material, k.material.public_key()) {
+                        (KeyMaterial::Secret(secret), _) => {
+                            DecodingKey::from_secret(secret.expose().as_bytes())
+                        }
+                        (_, Some(public)) => public.decoding_key(),
+                        (_, None) => unreachable!("asymmetric keys have a public key"),
+                    },
+                    validation,
+                }
             })
             .collect();
         let signer = config
@@ -233,28 +286,24 @@ impl Keys {
             .iter()
             .position(|k| !k.verify_only)
             .expect("config validation ensures a signing key");
-        let signing_key = match &config.keys[signer].material {
-            KeyMaterial::Secret(secret) => Signer::Hmac(hmac(secret)),
-            KeyMaterial::Private(key) => Signer::Private(key.clone()),
+        let signing = &config.keys[signer];
+        let signing_key = match &signing.material {
+            KeyMaterial::Secret(secret) => EncodingKey::from_secret(secret.expose().as_bytes()),
+            KeyMaterial::Private(key) => key.encoding_key().clone(),
             KeyMaterial::Public(_) => unreachable!("config validation: signing keys are private"),
         };
+        let mut header = jsonwebtoken::Header::new(signing.algorithm.jose());
+        header.kid = Some(signing.id.clone());
         Keys {
             keys,
             signer,
+            header,
             signing_key,
-            rng: SystemRandom::new(),
             jwks: Bytes::from(crate::auth::jwks::document(&config.keys)),
             issuer: config.issuer.clone(),
             leeway: config.leeway.as_secs(),
             ttl: config.ttl,
-            apps: appids
-                .map(|a| {
-                    (
-                        a.to_owned(),
-                        HeaderValue::from_str(a).expect("appids are validated"),
-                    )
-                })
-                .collect(),
+            apps,
             // foldhash (seeded per process) hashes a token in a fraction of
             // SipHash's time; its weaker flooding resistance does not
             // matter here, as only tokens wxgate signed are ever inserted.
@@ -301,27 +350,8 @@ impl Keys {
             jti: new_jti(),
             unionid: unionid.map(str::to_owned),
         };
-        let key = &self.keys[self.signer];
-        let header = Header {
-            alg: key.algorithm.name(),
-            typ: "JWT",
-            kid: &key.id,
-        };
-        let mut token = String::with_capacity(512);
-        // Plain strings and numbers: serializing cannot fail.
-        let header = serde_json::to_vec(&header).expect("the header serializes");
-        URL_SAFE_NO_PAD.encode_string(header, &mut token);
-        token.push('.');
-        let payload = serde_json::to_vec(&claims).expect("the claims serialize");
-        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
-        let signature = match &self.signing_key {
-            Signer::Hmac(mac) => ring::hmac::sign(mac, token.as_bytes()).as_ref().to_vec(),
-            Signer::Private(private) => private
-                .sign(&self.rng, token.as_bytes())
-                .map_err(|_| MintError)?,
-        };
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        let token = jsonwebtoken::encode(&self.header, &claims, &self.signing_key)
+            .map_err(|_| MintError)?;
         Ok((token, claims))
     }
 
@@ -347,13 +377,16 @@ impl Keys {
     }
 
     /// Checks everything, in an order that reads no claim before the
-    /// signature holds.
+    /// signature holds: wxgate's header rules, then jsonwebtoken (signature,
+    /// claims), then wxgate's claim rules.
     pub fn verify_uncached(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(invalid("too long"));
         }
+        // jsonwebtoken splits from the right, so `h.p.s.s` would be read as
+        // a header `h.p`: refused here, plainly.
         let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(sig_b64), None) =
+        let (Some(header_b64), Some(_), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(invalid("not a compact JWS"));
@@ -380,23 +413,14 @@ impl Keys {
             return Err(invalid("algorithm not allowed"));
         }
 
-        let mut sig = [0u8; 64];
-        let n = URL_SAFE_NO_PAD
-            .decode_slice(sig_b64, &mut sig)
-            .map_err(|_| invalid("bad signature encoding"))?;
-        let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-        match &key.check {
-            // Constant-time comparison inside ring.
-            Check::Hmac(mac) => ring::hmac::verify(mac, signing_input, &sig[..n]),
-            Check::Signature(public) => public.verify(signing_input, &sig[..n]),
-        }
-        .map_err(|_| invalid("bad signature"))?;
-
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload_b64)
-            .map_err(|_| invalid("bad payload encoding"))?;
-        let claims: RawClaims =
-            serde_json::from_slice(&payload).map_err(|_| invalid("bad claims"))?;
+        // The signature with the key's algorithm only, then the claims
+        // parsed into `RawClaims`, then jsonwebtoken's `iss`, `aud` and
+        // `exp`-present checks.
+        let claims = jsonwebtoken::decode::<RawClaims>(token, &key.decoding, &key.validation)
+            .map_err(|e| refused_by_jsonwebtoken(e.kind()))?
+            .claims;
+        // Checked again, all of them: jsonwebtoken's checks are a second
+        // lock, not the only one.
         if claims.iss.as_deref() != Some(self.issuer.as_str()) {
             return Err(invalid("wrong issuer"));
         }
@@ -434,10 +458,31 @@ impl Keys {
             openid,
             appid,
             unionid,
-            jti: jti.into_owned(),
+            jti,
             exp,
         })
     }
+}
+
+/// jsonwebtoken's refusals, in wxgate's words. When two required claims
+/// are missing, which one jsonwebtoken names first is not fixed.
+fn refused_by_jsonwebtoken(kind: &ErrorKind) -> TokenError {
+    invalid(match kind {
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::Base64(_) => "bad encoding",
+        // Only the claims: the header was parsed before, more strictly.
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => "bad claims",
+        ErrorKind::InvalidAlgorithm => "algorithm not allowed",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAudience => "unknown audience",
+        ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+            "iss" => "wrong issuer",
+            "aud" => "no audience",
+            "exp" => "no exp",
+            _ => "missing claim",
+        },
+        _ => "refused",
+    })
 }
 
 /// An id fit for a header: non-empty, bounded, and made of RFC 7235

@@ -1,7 +1,8 @@
 //! Signing keys end to end: a rotation through reloads, ES256 and EdDSA
 //! tokens checked against the published JWKS by an independent
-//! implementation (the `jsonwebtoken` crate's RustCrypto backend, not
-//! wxgate's ring code), algorithm confusion over HTTP, and `wxgate keygen`.
+//! implementation (RustCrypto's p256 and ed25519-dalek, used directly: not
+//! ring, and not through the jsonwebtoken provider wxgate installs),
+//! algorithm confusion over HTTP, and `wxgate keygen`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -115,28 +116,68 @@ fn kids(jwks: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// Verifies `token` with the JWK named by its `kid`, by jsonwebtoken alone.
+/// Verifies `token` with the JWK named by its `kid`, as another service
+/// would: the JWK read by hand, the signature checked by RustCrypto's p256
+/// (ES256) or ed25519-dalek (EdDSA), then `iss`, `aud` and `exp`.
 fn verify_independently(
     jwks: &serde_json::Value,
     token: &str,
 ) -> Result<serde_json::Value, String> {
-    let set: jsonwebtoken::jwk::JwkSet =
-        serde_json::from_value(jwks.clone()).map_err(|e| e.to_string())?;
-    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
-    let kid = header.kid.ok_or("no kid")?;
-    let jwk = set.find(&kid).ok_or("kid not in the JWKS")?;
-    let alg = match jwk.common.key_algorithm {
-        Some(jsonwebtoken::jwk::KeyAlgorithm::ES256) => jsonwebtoken::Algorithm::ES256,
-        Some(jsonwebtoken::jwk::KeyAlgorithm::EdDSA) => jsonwebtoken::Algorithm::EdDSA,
-        other => return Err(format!("unexpected alg {other:?}")),
+    use p256::ecdsa::signature::Verifier as _;
+
+    let b64 = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|e| e.to_string());
+    let json = |bytes: Vec<u8>| {
+        serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
     };
-    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
-    let mut validation = jsonwebtoken::Validation::new(alg);
-    validation.set_audience(&[APPID]);
-    validation.set_issuer(&["wxgate"]);
-    jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
-        .map(|data| data.claims)
-        .map_err(|e| e.to_string())
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, payload, signature] = parts[..] else {
+        return Err("not three segments".into());
+    };
+    let (header, claims, signature) = (json(b64(header)?)?, json(b64(payload)?)?, b64(signature)?);
+    let kid = header["kid"].as_str().ok_or("no kid")?;
+    let jwk = jwks["keys"]
+        .as_array()
+        .ok_or("no keys")?
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .ok_or("kid not in the JWKS")?;
+    let field = |name: &str| b64(jwk[name].as_str().ok_or(format!("no {name}"))?);
+    if header["alg"] != jwk["alg"] {
+        return Err(format!("alg {} on a {} key", header["alg"], jwk["alg"]));
+    }
+    let input = token.rsplit_once('.').unwrap().0.as_bytes();
+    let checked = match (
+        jwk["kty"].as_str(),
+        jwk["crv"].as_str(),
+        jwk["alg"].as_str(),
+    ) {
+        (Some("EC"), Some("P-256"), Some("ES256")) => {
+            let point = [&[4u8][..], &field("x")?, &field("y")?].concat();
+            let key =
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|e| e.to_string())?;
+            let signature =
+                p256::ecdsa::Signature::from_slice(&signature).map_err(|e| e.to_string())?;
+            key.verify(input, &signature).map_err(|e| e.to_string())
+        }
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA")) => {
+            let x: [u8; 32] = field("x")?.try_into().map_err(|_| "x is not 32 bytes")?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&x).map_err(|e| e.to_string())?;
+            let signature =
+                ed25519_dalek::Signature::from_slice(&signature).map_err(|e| e.to_string())?;
+            key.verify_strict(input, &signature)
+                .map_err(|e| e.to_string())
+        }
+        other => return Err(format!("unexpected key {other:?}")),
+    };
+    checked.map_err(|e| format!("bad signature: {e}"))?;
+    if claims["iss"] != "wxgate" || claims["aud"] != APPID {
+        return Err(format!("wrong iss or aud: {claims}"));
+    }
+    let exp = claims["exp"].as_u64().ok_or("no exp")?;
+    if exp <= wxgate::auth::token::now() {
+        return Err("expired".into());
+    }
+    Ok(claims)
 }
 
 #[tokio::test]

@@ -1,17 +1,22 @@
-//! Asymmetric signing keys: PEM files in, ring key pairs and raw public keys
-//! out, and new key pairs for `wxgate keygen`.
+//! Asymmetric signing keys: PEM files in, jsonwebtoken's encoding keys and
+//! raw public keys out, and new key pairs for `wxgate keygen`. The one
+//! place PEM is read: what [`super::provider`] and jsonwebtoken get is DER
+//! or raw bytes, never PEM (jsonwebtoken's own PEM reader is not built).
 //!
 //! Private keys are PKCS#8 (`BEGIN PRIVATE KEY`), public keys SPKI (`BEGIN
 //! PUBLIC KEY`), as `openssl genpkey` and `openssl pkey -pubout` write them.
 //! The algorithm comes from the config, and a file holding another kind of
 //! key is refused with a message that says what it holds; no message ever
-//! carries key material.
+//! carries key material. ring parses a private key once here, so that a
+//! bad file fails the config load, not the first login.
 
 use std::fmt;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use jsonwebtoken::signature::Signer as _;
+use jsonwebtoken::{DecodingKey, EncodingKey};
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 
@@ -42,6 +47,15 @@ impl Algorithm {
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(name))
     }
+
+    /// The same algorithm, as jsonwebtoken names it.
+    pub fn jose(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Algorithm::HS256 => jsonwebtoken::Algorithm::HS256,
+            Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+            Algorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+        }
+    }
 }
 
 /// SPKI DER before the 65-byte uncompressed point of a P-256 key (RFC 5480).
@@ -62,13 +76,9 @@ const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
 
 /// A private key ready to sign. `Debug` shows the algorithm only.
 pub struct PrivateKey {
-    pair: Pair,
+    /// The PKCS#8 DER, as jsonwebtoken signs with it (and wipes it on drop).
+    encoding: EncodingKey,
     public: PublicKey,
-}
-
-enum Pair {
-    EcP256(EcdsaKeyPair),
-    Ed25519(Ed25519KeyPair),
 }
 
 /// A raw public key: the uncompressed point (`04 || x || y`) for P-256, the
@@ -96,25 +106,25 @@ impl PrivateKey {
         &self.public
     }
 
-    /// The JWS signature of `input` (64 bytes for both algorithms).
-    pub fn sign(
-        &self,
-        rng: &SystemRandom,
-        input: &[u8],
-    ) -> Result<Vec<u8>, ring::error::Unspecified> {
-        match &self.pair {
-            Pair::EcP256(pair) => Ok(pair.sign(rng, input)?.as_ref().to_vec()),
-            Pair::Ed25519(pair) => Ok(pair.sign(input).as_ref().to_vec()),
-        }
+    /// What jsonwebtoken signs with.
+    pub fn encoding_key(&self) -> &EncodingKey {
+        &self.encoding
+    }
+
+    /// The JWS signature of `input` (64 bytes for both algorithms), made as
+    /// a minted token's is.
+    pub fn sign(&self, input: &[u8]) -> Result<Vec<u8>, jsonwebtoken::errors::Error> {
+        let signer = super::provider::Signer::new(self.public.algorithm.jose(), &self.encoding)?;
+        Ok(signer.try_sign(input)?)
     }
 }
 
 impl PublicKey {
-    /// The ring verification algorithm fixed by this key.
-    pub fn ring_algorithm(&self) -> &'static dyn signature::VerificationAlgorithm {
+    /// What jsonwebtoken verifies with: the raw key bytes.
+    pub fn decoding_key(&self) -> DecodingKey {
         match self.algorithm {
-            Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
-            Algorithm::EdDSA => &signature::ED25519,
+            Algorithm::ES256 => DecodingKey::from_ec_der(&self.bytes),
+            Algorithm::EdDSA => DecodingKey::from_ed_der(&self.bytes),
             Algorithm::HS256 => unreachable!("HS256 keys have no public key"),
         }
     }
@@ -159,26 +169,31 @@ pub fn private_key_from_pem(algorithm: Algorithm, text: &str) -> Result<Arc<Priv
     };
     let kind = describe(&der);
     let wrong = || format!("the file holds {kind}, but {}", needs(algorithm));
-    let pair = match algorithm {
+    // Parsed as the provider will parse it when signing, to check the key
+    // and derive its public half.
+    let (bytes, encoding) = match algorithm {
         Algorithm::ES256 => {
             let rng = SystemRandom::new();
-            Pair::EcP256(
+            let pair =
                 EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &der, &rng)
-                    .map_err(|_| wrong())?,
+                    .map_err(|_| wrong())?;
+            (
+                pair.public_key().as_ref().to_vec(),
+                EncodingKey::from_ec_der(&der),
             )
         }
-        Algorithm::EdDSA => Pair::Ed25519(
+        Algorithm::EdDSA => {
             // OpenSSL writes PKCS#8 v1 (no public key inside); ring derives it.
-            Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|_| wrong())?,
-        ),
+            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|_| wrong())?;
+            (
+                pair.public_key().as_ref().to_vec(),
+                EncodingKey::from_ed_der(&der),
+            )
+        }
         Algorithm::HS256 => return Err("HS256 keys take `secret`, not a key file".into()),
     };
-    let bytes = match &pair {
-        Pair::EcP256(p) => p.public_key().as_ref().to_vec(),
-        Pair::Ed25519(p) => p.public_key().as_ref().to_vec(),
-    };
     Ok(Arc::new(PrivateKey {
-        pair,
+        encoding,
         public: PublicKey { algorithm, bytes },
     }))
 }
@@ -318,10 +333,31 @@ mod tests {
             assert_eq!(key.public(), &pubkey);
             // Our SPKI encoding is OpenSSL's, byte for byte.
             assert_eq!(pubkey.to_pem(), fixture(public));
-            let sig = key.sign(&SystemRandom::new(), b"input").unwrap();
-            signature::UnparsedPublicKey::new(pubkey.ring_algorithm(), &pubkey.bytes)
-                .verify(b"input", &sig)
-                .unwrap();
+            // Signed through the provider, checked by RustCrypto.
+            let sig = key.sign(b"input").unwrap();
+            assert!(rust_crypto_verifies(&pubkey, b"input", &sig));
+            assert!(!rust_crypto_verifies(&pubkey, b"other", &sig));
+        }
+    }
+
+    /// The signature checked by RustCrypto's p256 or ed25519-dalek, which
+    /// share no code with ring.
+    fn rust_crypto_verifies(public: &PublicKey, input: &[u8], sig: &[u8]) -> bool {
+        use p256::ecdsa::signature::Verifier as _;
+        match public.algorithm {
+            Algorithm::ES256 => {
+                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&public.bytes).unwrap();
+                let sig = p256::ecdsa::Signature::from_slice(sig).unwrap();
+                key.verify(input, &sig).is_ok()
+            }
+            Algorithm::EdDSA => {
+                let key =
+                    ed25519_dalek::VerifyingKey::from_bytes(&public.bytes[..].try_into().unwrap())
+                        .unwrap();
+                let sig = ed25519_dalek::Signature::from_slice(sig).unwrap();
+                key.verify_strict(input, &sig).is_ok()
+            }
+            Algorithm::HS256 => unreachable!(),
         }
     }
 

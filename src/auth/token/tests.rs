@@ -112,6 +112,24 @@ fn minted_tokens_verify_and_carry_the_claims() {
 }
 
 #[test]
+fn minted_hs256_signatures_check_out_with_rustcrypto_hmac() {
+    // Independent of ring and of the provider wxgate installs.
+    let (token, _) = keys()
+        .mint("o-user", "wxapp1", None, Duration::from_secs(60), NOW)
+        .unwrap();
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let mut mac = HmacSha256::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    mac.verify_slice(&URL_SAFE_NO_PAD.decode(sig).unwrap())
+        .expect("HMAC-SHA256 of the signing input under the signing key");
+    let mut other = HmacSha256::new_from_slice(OLD_SECRET.as_bytes()).unwrap();
+    other.update(input.as_bytes());
+    assert!(other
+        .verify_slice(&URL_SAFE_NO_PAD.decode(sig).unwrap())
+        .is_err());
+}
+
+#[test]
 fn forged_baseline_is_accepted() {
     // Guards every refusal below: the same token with one thing changed.
     assert!(keys()

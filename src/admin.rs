@@ -43,7 +43,9 @@ fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
         }
         (&Method::GET | &Method::HEAD, "/readyz") => (StatusCode::OK, r#"{"status":"ready"}"#),
         (&Method::GET | &Method::HEAD, "/metrics") => {
-            let mut response = Response::new(Body::full(gw.metrics().encode()));
+            let mut text = gw.metrics().encode();
+            gw.store().encode_metrics(&mut text);
+            let mut response = Response::new(Body::full(text));
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

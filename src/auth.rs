@@ -9,7 +9,7 @@ use http::HeaderMap;
 use crate::config::{AuthMode, RouteConfig, TokenHeader};
 use crate::error::{Error, TokenError};
 use crate::gateway::Runtime;
-use crate::session::{SessionStore, Store};
+use crate::store::Store;
 use crate::token::{self, Verified};
 
 /// The token the client presented, if any. A non-Bearer `Authorization`
@@ -93,7 +93,7 @@ pub async fn verify(
             )));
         }
     }
-    if store.is_revoked(&verified.jti).await {
+    if store.is_revoked(&verified.jti)? {
         return Err(Error::Token(TokenError::Revoked));
     }
     Ok(verified)

@@ -57,6 +57,8 @@ pub enum Error {
     WeChatTimeout,
     #[error("internal error")]
     Internal,
+    #[error("the session store is unavailable")]
+    StoreUnavailable,
 }
 
 impl Error {
@@ -85,6 +87,7 @@ impl Error {
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             WeChatTimeout => (StatusCode::GATEWAY_TIMEOUT, "wechat_timeout"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         }
     }
 
@@ -121,6 +124,7 @@ impl Error {
             UpstreamTimeout => "the upstream service did not answer in time".to_owned(),
             WeChatTimeout => "WeChat did not answer in time".to_owned(),
             Internal => "internal error".to_owned(),
+            StoreUnavailable => "the session store cannot answer now; try again shortly".to_owned(),
         }
     }
 

@@ -29,7 +29,7 @@ use crate::pool::{HostPool, Pools};
 use crate::proxy;
 use crate::ratelimit::RateLimiter;
 use crate::router::{check_method, upstream_path_and_query, Router, Target};
-use crate::session::{CodeOutcome, Store};
+use crate::store::{CodeOutcome, Store};
 use crate::token::Keys;
 use crate::upstream_tls::HttpsClients;
 use crate::wechat::WeChat;
@@ -178,7 +178,8 @@ struct Inner {
 
 impl Gateway {
     pub fn new(config: Config) -> Result<Gateway, String> {
-        let store = Store::new(&config.store);
+        let store = Store::new(&config.store)?;
+        store.note_leeway(config.token.leeway);
         let pools = Pools::new(proxy::connect_timeout(&config));
         let metrics = Arc::new(Metrics::default());
         Ok(Gateway {
@@ -201,6 +202,8 @@ impl Gateway {
 
     /// Puts `config` in force for every request that starts from now on.
     pub fn reload(&self, config: Config) -> Result<(), String> {
+        // Before the new leeway admits anything: revocations outlive it.
+        self.inner.store.note_leeway(config.token.leeway);
         let next = Runtime::new(
             config,
             Some(&self.runtime()),

@@ -8,7 +8,7 @@
 //! - [`path`] normalizes the path and [`router`] picks wxgate's own endpoint
 //!   or the route with the longest matching prefix;
 //! - [`login`] serves the login, session and logout endpoints, exchanging
-//!   codes through [`wechat`] and remembering sessions in [`session`];
+//!   codes through [`wechat`] and remembering sessions in [`store`];
 //!   [`jwks`] publishes the public signing keys;
 //! - [`auth`] takes the token from the request and [`token`] verifies it;
 //!   [`forward_auth`] answers the same check for an ingress that proxies
@@ -58,7 +58,7 @@ pub mod reload;
 pub mod router;
 pub mod secret;
 pub mod server;
-pub mod session;
+pub mod store;
 pub mod tls;
 pub mod token;
 pub mod tunnel;

@@ -1,16 +1,12 @@
 //! wxgate's own endpoints: login (code → WeChat → session store → token),
 //! session (the server side of `wx.checkSession`) and logout.
 //!
-//! One WeChat call per code: requests with the same code share the exchange
-//! in flight, and a definitive answer is remembered for the code's life. The
-//! exchange runs in its own task, so a client that hangs up mid-login cannot
-//! cancel it and cause a second call that WeChat would answer with 40163.
+//! One WeChat call per code, across replicas too: see [`flight`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, REFERER};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -20,12 +16,14 @@ use serde::Deserialize;
 use crate::auth;
 use crate::body::Body;
 use crate::error::Error;
-use crate::gateway::{ConnInfo, Gateway, InFlight, Runtime};
+use crate::gateway::{ConnInfo, Gateway, Runtime};
 use crate::headers::client_ip;
-use crate::secret::Secret;
-use crate::session::{CodeOutcome, SessionStore, UserSession};
+use crate::store::CodeOutcome;
 use crate::token;
-use crate::wechat::{self, WeChatError};
+use crate::wechat::WeChatError;
+use flight::now_ms;
+
+mod flight;
 
 /// The login body is tiny: `{"code": "...", "appid": "..."}`.
 pub const MAX_LOGIN_BODY: usize = 4 * 1024;
@@ -51,7 +49,7 @@ pub async fn login(
     }
     if let Some(limiter) = &rt.login_limiter {
         let ip = client_ip(conn.peer, &parts.headers, &rt.config.server.trusted_proxies);
-        if let Err(wait) = limiter.check(ip) {
+        if let Err(wait) = gw.store().rate_check(limiter, ip).await? {
             return Err(Error::RateLimited {
                 retry_after_secs: wait.as_secs_f64().ceil() as u64,
             });
@@ -81,7 +79,9 @@ pub async fn login(
     let code = valid_code(&request.code)?;
     let appid = select_app(rt, request.appid.as_deref(), &parts.headers)?;
 
-    let outcome = exchange_once(gw, rt, appid, code).await?;
+    // A token that could not be revoked is not handed out.
+    gw.store().can_log_in()?;
+    let outcome = flight::exchange_once(gw, rt, appid, code).await?;
     match outcome {
         CodeOutcome::Token {
             access_token,
@@ -91,7 +91,7 @@ pub async fn login(
         } => {
             // Logged out since: the code's session is over, and WeChat would
             // answer 40163 to the code now.
-            if gw.store().is_revoked(&jti).await {
+            if gw.store().is_revoked(&jti)? {
                 return Err(Error::CodeUsed);
             }
             let body = serde_json::json!({
@@ -174,122 +174,6 @@ pub fn referer_appid(referer: &str) -> Option<&str> {
     (page == "page-frame.html" && parts.next().is_none() && !appid.is_empty()).then_some(appid)
 }
 
-/// The remembered outcome for (appid, code), or the one exchange in flight,
-/// or a new exchange.
-async fn exchange_once(
-    gw: &Gateway,
-    rt: &Arc<Runtime>,
-    appid: &str,
-    code: &str,
-) -> Result<CodeOutcome, Error> {
-    let store = gw.store();
-    if let Some(outcome) = store.code_outcome(appid, code).await {
-        return Ok(outcome);
-    }
-    let key = (appid.to_owned(), code.to_owned());
-    let flight: InFlight = {
-        let mut logins = gw.logins().lock().expect("login map lock");
-        // Checked again under the lock: a finished exchange stores its
-        // outcome before it leaves the map, so one of the two has it.
-        if let Some(outcome) = store.code_outcome(appid, code).now_or_never().flatten() {
-            return Ok(outcome);
-        }
-        logins
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let task = tokio::spawn(run_exchange(gw.clone(), rt.clone(), key));
-                async move { task.await.unwrap_or(Err(Error::Internal)) }
-                    .boxed()
-                    .shared()
-            })
-            .clone()
-    };
-    flight.await
-}
-
-async fn run_exchange(
-    gw: Gateway,
-    rt: Arc<Runtime>,
-    key: (String, String),
-) -> Result<CodeOutcome, Error> {
-    let (appid, code) = (&key.0, &key.1);
-    let started = std::time::Instant::now();
-    let result = match &rt.wechat {
-        Some(client) => {
-            let secret = rt
-                .config
-                .apps
-                .iter()
-                .find(|a| &a.appid == appid)
-                .map(|a| &a.secret)
-                .expect("selected from the config");
-            client.code2session(appid, secret, code).await
-        }
-        None => wechat::simulate(code),
-    };
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    if rt.wechat.is_some() {
-        let errcode = match &result {
-            Err(WeChatError::Errcode(code)) => Some(*code),
-            _ => None,
-        };
-        gw.metrics().wechat_call(started.elapsed(), errcode);
-    }
-    let outcome = match result {
-        Ok(session) => {
-            let minted = rt.keys.mint(
-                &session.openid,
-                appid,
-                session.unionid.as_deref(),
-                rt.keys.ttl(),
-                token::now(),
-            );
-            match minted {
-                Ok((access_token, claims)) => {
-                    tracing::info!(appid = %appid, openid = %session.openid, elapsed_ms, "login");
-                    gw.store()
-                        .put_session(
-                            appid,
-                            &session.openid,
-                            UserSession {
-                                session_key: session.session_key,
-                                unionid: session.unionid,
-                            },
-                        )
-                        .await;
-                    Ok(CodeOutcome::Token {
-                        access_token: Secret::new(access_token),
-                        lifetime: claims.exp.saturating_sub(claims.iat),
-                        issued_ms: now_ms(),
-                        jti: claims.jti,
-                    })
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot sign a token");
-                    Err(Error::Internal)
-                }
-            }
-        }
-        Err(e) => {
-            let mapped = map_wechat_error(&e);
-            tracing::warn!(appid = %appid, error = %e, elapsed_ms, code = mapped.code(), "login refused");
-            match mapped {
-                Error::InvalidCode | Error::CodeUsed | Error::UserBlocked => {
-                    Ok(CodeOutcome::Refused(mapped))
-                }
-                transient => Err(transient),
-            }
-        }
-    };
-    if let Ok(definitive) = &outcome {
-        gw.store()
-            .put_code_outcome(appid, code, definitive.clone())
-            .await;
-    }
-    gw.logins().lock().expect("login map lock").remove(&key);
-    outcome
-}
-
 /// The contract's table from WeChat errcode to our error.
 pub fn map_wechat_error(e: &WeChatError) -> Error {
     match e {
@@ -327,7 +211,7 @@ pub async fn session(
         None => gw
             .store()
             .session(verified.appid_str(), verified.openid_str())
-            .await
+            .await?
             .and_then(|s| s.unionid),
     };
     if let Some(unionid) = unionid {
@@ -347,11 +231,15 @@ pub async fn logout(
         return Err(Error::MethodNotAllowed(HeaderValue::from_static("POST")));
     }
     let verified = authenticate(gw, rt, parts).await?;
-    let store = gw.store();
-    store.revoke(&verified.jti, verified.exp).await;
-    store
-        .drop_session(verified.appid_str(), verified.openid_str())
-        .await;
+    // 204 only once the revocation is stored (in Redis, for every replica).
+    gw.store()
+        .end_session(
+            verified.appid_str(),
+            verified.openid_str(),
+            &verified.jti,
+            verified.exp,
+        )
+        .await?;
     tracing::info!(
         appid = verified.appid_str(),
         openid = verified.openid_str(),
@@ -370,12 +258,6 @@ async fn authenticate(
     let token = auth::extract_token(&parts.headers, &rt.config.auth.token_header)?
         .ok_or(Error::MissingToken)?;
     auth::verify(rt, gw.store(), token, None).await
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn json_response(status: StatusCode, body: String) -> Response<Body> {

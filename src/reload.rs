@@ -100,12 +100,8 @@ pub fn keep_startup_settings(new: &mut Config, old: &Config) -> Vec<&'static str
         changed.push("admin.listen");
         new.admin.clone_from(&old.admin);
     }
-    keep(
-        &mut changed,
-        "store.capacity",
-        &mut new.store.capacity,
-        &old.store.capacity,
-    );
+    // The store outlives configs: its backend and size are fixed at start.
+    keep(&mut changed, "store", &mut new.store, &old.store);
     let log = |c: &Config| (c.log.level.clone(), c.log.format, c.log.access);
     if log(new) != log(old) {
         changed.push("log");

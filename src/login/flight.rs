@@ -72,13 +72,15 @@ async fn claim_and_exchange(
     // with the store's clock or contents, and the client hears it.
     let give_up = Instant::now() + hold + HOLD_MARGIN;
     let mut pause = FIRST_PAUSE;
+    let mut waited = false;
     loop {
-        match gw.store().claim_code(appid, code, hold).await? {
+        match gw.store().claim_code(appid, code, hold, waited).await? {
             Claim::Done(outcome) => return Ok(outcome),
             Claim::Failed(error) => return Err(error),
             Claim::Mine(lease) => return exchange(gw, rt, appid, code, lease).await,
             Claim::Busy if Instant::now() >= give_up => return Err(Error::WeChatTimeout),
             Claim::Busy => {
+                waited = true;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(LONGEST_PAUSE);
             }

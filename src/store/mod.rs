@@ -83,7 +83,7 @@ pub enum Claim {
     Done(CodeOutcome),
     /// Another replica is exchanging it: ask again shortly.
     Busy,
-    /// Another replica's exchange failed for a transient reason just now.
+    /// The exchange this claimant waited on failed for a transient reason.
     Failed(Error),
 }
 
@@ -206,16 +206,18 @@ impl Store {
 
     /// Claims the exchange of (appid, code) for `hold`: at most one holder
     /// at a time across every replica sharing the store. A holder that dies
-    /// blocks the code for no longer than `hold`.
+    /// blocks the code for no longer than `hold`. `waited`: this claimant
+    /// saw the code busy before, and shares a transient failure.
     pub async fn claim_code(
         &self,
         appid: &str,
         code: &str,
         hold: Duration,
+        waited: bool,
     ) -> Result<Claim, StoreError> {
         match &self.inner.backend {
             Backend::Memory(m) => Ok(m.claim_code(appid, code)),
-            Backend::Redis(r) => r.claim_code(appid, code, hold).await,
+            Backend::Redis(r) => r.claim_code(appid, code, hold, waited).await,
         }
     }
 

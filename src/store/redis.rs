@@ -6,7 +6,8 @@
 //! - `p code:<hmac>`: a login code's exchange. `P<owner>` while a replica
 //!   holds it (`SET NX PX hold` in a script: the claim), then the sealed
 //!   answer for the code's life, or `T<error>` for a second after a
-//!   transient failure so the replicas waiting on it share the error. The
+//!   transient failure so the replicas already waiting on it share the
+//!   error (a new request for the code takes it over: not remembered). The
 //!   name is an HMAC of appid and code under a key derived from
 //!   `encryption_key`: a reader of Redis cannot confirm a guessed code.
 //! - `p session:<appid>:<openid>`: the user's latest session_key and
@@ -54,10 +55,12 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// `KEYS[1]` is free: take it for `ARGV[2]` ms. Else its value.
+/// `KEYS[1]` is free: take it for `ARGV[2]` ms. Else its value. A
+/// transient failure is free to a new claimant (`ARGV[3]` = 0), and shown
+/// only to those that were waiting on that exchange.
 const CLAIM: &str = r"
 local v = redis.call('GET', KEYS[1])
-if v then return v end
+if v and (ARGV[3] == '1' or string.sub(v, 1, 1) ~= 'T') then return v end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 ";
@@ -371,6 +374,7 @@ impl RedisStore {
         appid: &str,
         code: &str,
         hold: Duration,
+        waited: bool,
     ) -> Result<Claim, StoreError> {
         let key = self.names.code(&self.sealer, appid, code);
         let mut owner = [0u8; 12];
@@ -381,7 +385,10 @@ impl RedisStore {
         }
         let mut conn = self.conn.clone();
         let mut call = self.scripts.claim.prepare_invoke();
-        call.key(&key).arg(&lease).arg(hold.as_millis() as u64);
+        call.key(&key)
+            .arg(&lease)
+            .arg(hold.as_millis() as u64)
+            .arg(if waited { "1" } else { "0" });
         let found = self
             .run(Op::Claim, call.invoke_async::<Option<Vec<u8>>>(&mut conn))
             .await?;

@@ -71,7 +71,7 @@ async fn errcode_40226_is_user_blocked() {
     let claim =
         s.gw.gw
             .store()
-            .claim_code(APPID, &code, Duration::from_secs(1));
+            .claim_code(APPID, &code, Duration::from_secs(1), false);
     assert!(matches!(
         claim.await.unwrap(),
         wxgate::store::Claim::Done(_)

@@ -32,4 +32,5 @@ mod routing;
 mod server;
 mod session;
 mod smoke;
+mod store_backends;
 mod tls;

@@ -27,6 +27,7 @@ mod metrics;
 mod nginx_forward_auth;
 mod proxy;
 mod reload;
+mod replicas;
 mod route_auth;
 mod routing;
 mod server;

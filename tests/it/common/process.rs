@@ -118,6 +118,20 @@ impl Proc {
         }
     }
 
+    /// Waits for the process to end however it ends (killed by a signal,
+    /// say); 20 s at most.
+    pub fn wait_exit_any(&mut self) {
+        let mut child = self.child.take().expect("waited once");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        assert!(
+            matches!(rx.recv_timeout(Duration::from_secs(20)), Ok(Ok(_))),
+            "did not exit"
+        );
+    }
+
     /// Stops the process with SIGTERM and returns every line it wrote.
     pub fn stop(mut self) -> Vec<String> {
         self.signal("TERM");

@@ -12,7 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::body::Body;
+use crate::http::body::Body;
 
 pub async fn serve_echo(listener: TcpListener) {
     loop {

@@ -6,16 +6,8 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
-use crate::body::Body;
-
-/// Why a presented token was refused; each maps to one 401 code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenError {
-    /// Bad format, signature, algorithm, key, issuer or audience.
-    Invalid(&'static str),
-    Expired,
-    Revoked,
-}
+use crate::auth::token::TokenError;
+use crate::http::body::Body;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {

@@ -11,10 +11,10 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+use crate::auth::token::Keys;
+use crate::auth::token::TokenError;
 use crate::config::Config;
-use crate::error::TokenError;
-use crate::path::normalize;
-use crate::token::Keys;
+use crate::http::path::normalize;
 use crate::wechat::parse_answer;
 
 /// The signing key of [`token_verify`]'s config.

@@ -7,8 +7,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use wxgate::auth::token::keys;
 use wxgate::config::Algorithm;
-use wxgate::token::keys;
 
 pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
     match Algorithm::from_name(name) {

@@ -1,68 +1,55 @@
 //! wxgate: a reverse-proxy authentication gateway for WeChat mini-programs.
 //!
-//! The path of one request through the modules:
+//! The path of one request, in the order of the modules it passes through:
 //!
-//! - [`server`] accepts the connection and hands each request to
-//!   [`gateway::Gateway::handle`], which takes the [`gateway::Runtime`] (the
-//!   config in force) for the whole request;
-//! - [`path`] normalizes the path and [`router`] picks wxgate's own endpoint
-//!   or the route with the longest matching prefix;
-//! - [`login`] serves the login, session and logout endpoints, exchanging
-//!   codes through [`wechat`] and remembering sessions in [`store`];
-//!   [`jwks`] publishes the public signing keys;
-//! - [`auth`] takes the token from the request and [`token`] verifies it;
-//!   [`forward_auth`] answers the same check for an ingress that proxies
-//!   by itself (`auth.verify_path`);
-//! - [`proxy`] rewrites the request with [`headers`] (strip what the client
-//!   may not say, inject the verified identity) and streams it to the
-//!   upstream and the answer back, in a [`body::Body`];
-//! - any failure becomes [`error::Error`], whose one table gives the status
-//!   and the JSON body.
+//! 1. [`server`] accepts the connection ([`server::connection`]: TLS from
+//!    [`server::tls`], HTTP/1.1 or HTTP/2, every phase within
+//!    [`server::deadlines`]) and hands each request to
+//! 2. [`dispatch`], which takes the [`state::Snapshot`] in force (what one
+//!    version of the config determines) for the whole request, normalizes
+//!    the path ([`http::path`]) and asks
+//! 3. [`router`] for wxgate's own endpoint or the route with the longest
+//!    matching prefix. Own endpoints: [`login`] (login, session, logout:
+//!    codes exchanged through [`wechat`], sessions and revocations kept in
+//!    [`store`]), the JWK Set ([`auth::jwks`]) and the forward-auth check
+//!    ([`auth::forward_auth`]). A route goes on to
+//! 4. [`auth`], which takes the token from the request and verifies it
+//!    ([`auth::token`]), then to
+//! 5. [`proxy`], which rewrites the request with [`http::headers`] (strip
+//!    what the client may not say, inject the verified identity) and sends
+//!    it through
+//! 6. [`upstream`]: the `http://` connection pools, hyper-util's clients for
+//!    `https://`, the WebSocket tunnel. The answer streams back in an
+//!    [`http::body::Body`].
 //!
-//! [`server`] hands each connection to [`connection`], which does the TLS
-//! handshake (certificates from [`tls`]), picks HTTP/1.1 or HTTP/2 and keeps
-//! every phase within [`bounds`]; `http://` upstreams are reached through
-//! the connections of [`pool`], `https://` ones through the clients in
-//! [`upstream_tls`].
+//! Any failure becomes an [`error::Error`], whose one table gives the status
+//! and the JSON body. Beside the request path: [`ops`] (metrics, the access
+//! log and each request's record, the admin listener, config reloads),
+//! [`config`] (`gateway.toml` into a validated [`Config`]), [`secret`] (the
+//! masked secret type) and [`dev`] (the built-in echo upstream).
 //!
-//! [`access`] follows each request (request id, timings, access-log line)
-//! into [`metrics`], which [`admin`] serves with health and readiness.
-//! [`config`] turns `gateway.toml` into a validated [`config::Config`];
-//! [`reload`] puts a changed file in force; [`dev`] is the built-in echo
-//! upstream for trying wxgate locally.
+//! No two modules import each other, directly or through others:
+//! `.ci/check-layering` fails on a cycle.
 
 #![forbid(unsafe_code)]
 
-pub mod access;
-pub mod admin;
 pub mod auth;
-pub mod body;
-pub mod bounds;
 pub mod config;
-pub mod connection;
 pub mod dev;
+pub mod dispatch;
 pub mod error;
-pub mod forward_auth;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gateway;
-pub mod headers;
-pub mod jwks;
+pub mod http;
 pub mod login;
-pub mod metrics;
-pub mod path;
-pub mod pool;
+pub mod ops;
 pub mod proxy;
-pub mod ratelimit;
-pub mod reload;
 pub mod router;
 pub mod secret;
 pub mod server;
+pub mod state;
 pub mod store;
-pub mod tls;
-pub mod token;
-pub mod tunnel;
-pub mod upstream_tls;
+pub mod upstream;
 pub mod wechat;
 
 use std::future::Future;
@@ -71,7 +58,7 @@ use std::io;
 use tokio::net::TcpListener;
 
 pub use config::Config;
-pub use gateway::Gateway;
+pub use state::Gateway;
 
 /// The sockets a gateway serves, bound before it starts (tests bind port 0).
 pub struct Listeners {
@@ -108,7 +95,7 @@ impl Listeners {
 pub async fn run(gw: Gateway, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let mut side_tasks = Vec::new();
     if let Some(admin) = listeners.admin {
-        side_tasks.push(tokio::spawn(admin::serve(gw.clone(), admin)));
+        side_tasks.push(tokio::spawn(ops::admin::serve(gw.clone(), admin)));
     }
     if let Some(echo) = listeners.echo {
         side_tasks.push(tokio::spawn(dev::serve_echo(echo)));
@@ -117,9 +104,4 @@ pub async fn run(gw: Gateway, listeners: Listeners, shutdown: impl Future<Output
     for task in side_tasks {
         task.abort();
     }
-}
-
-/// Reloads the config file into `gw`: see [`reload`](mod@reload).
-pub fn reload(gw: &Gateway) -> Result<(), String> {
-    reload::reload(gw)
 }

@@ -189,7 +189,7 @@ fn reload_on_sighup(gw: Gateway) -> impl std::future::Future<Output = ()> {
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     async move {
         while hup.recv().await.is_some() {
-            match wxgate::reload(&gw) {
+            match wxgate::ops::reload::from_file(&gw) {
                 Ok(()) => tracing::info!("config reloaded"),
                 Err(e) => {
                     tracing::error!(error = %e, "config reload failed; the running config stays in force")
@@ -224,21 +224,21 @@ fn token(
         eprintln!("wxgate: appid {appid} is not in [[apps]]");
         return ExitCode::from(2);
     }
-    if wxgate::token::id_header_ok(openid).is_none()
+    if wxgate::auth::token::id_header_ok(openid).is_none()
         || unionid
             .as_deref()
-            .is_some_and(|u| wxgate::token::id_header_ok(u).is_none())
+            .is_some_and(|u| wxgate::auth::token::id_header_ok(u).is_none())
     {
         eprintln!("wxgate: ids must be 1 to 128 visible ASCII characters");
         return ExitCode::from(2);
     }
-    let keys = wxgate::token::Keys::new(&config.token, config.appids());
+    let keys = wxgate::auth::token::Keys::new(&config.token, config.appids());
     match keys.mint(
         openid,
         &appid,
         unionid.as_deref(),
         ttl.unwrap_or(config.token.ttl),
-        wxgate::token::now(),
+        wxgate::auth::token::now(),
     ) {
         Ok((token, _)) => {
             println!("{token}");

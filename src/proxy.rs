@@ -1,5 +1,5 @@
 //! Forwarding: rewrite the request for the upstream, send it on a pooled
-//! connection ([`crate::pool`] for `http://`, hyper-util's client with
+//! connection ([`crate::upstream::pool`] for `http://`, hyper-util's client with
 //! rustls for `https://`), stream the answer back. WebSocket upgrades are
 //! spliced after the route's auth check. Bodies are never collected.
 
@@ -12,51 +12,20 @@ use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
-use crate::body::Body;
-use crate::bounds::Within;
-use crate::config::Config;
+use crate::auth;
+use crate::auth::token::Verified;
 use crate::error::Error;
-use crate::gateway::{ConnInfo, Runtime};
-use crate::headers;
-use crate::pool::Outgoing;
-use crate::token::Verified;
-
-/// Idle pooled `https://` connections are closed after this long.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// The bound on making a TCP connection to an upstream.
-pub(crate) fn connect_timeout(config: &Config) -> Duration {
-    config
-        .server
-        .connect_timeout
-        .min(config.server.request_timeout)
-}
-
-/// TCP connections to `https://` upstreams.
-pub(crate) fn connector(config: &Config) -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout(config)));
-    connector
-}
-
-/// Pool settings of the `https://` clients.
-pub(crate) fn pool() -> hyper_util::client::legacy::Builder {
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .set_host(false);
-    builder
-}
+use crate::http::body::Body;
+use crate::http::headers;
+use crate::server::deadlines::Within;
+use crate::state::{ConnInfo, Snapshot};
+use crate::upstream::pool::Outgoing;
 
 /// Forwards a request that passed route `index`'s checks.
 pub async fn forward(
-    rt: &Arc<Runtime>,
+    snap: &Arc<Snapshot>,
     index: usize,
     mut parts: http::request::Parts,
     body: Incoming,
@@ -64,7 +33,7 @@ pub async fn forward(
     conn: &ConnInfo,
     verified: Option<Arc<Verified>>,
 ) -> Result<Response<Body>, Error> {
-    let route = rt.router.route(index);
+    let route = snap.router.route(index);
     let present = headers::HopByHop::of(&parts.headers);
     let upgrade = present.upgrade.then(|| websocket_upgrade(&parts)).flatten();
     let client_upgrade = upgrade
@@ -92,17 +61,17 @@ pub async fn forward(
     // wxgate answered (or will answer) `Expect: 100-continue` itself. Other
     // client-address headers: wxgate ignores them from untrusted peers, and
     // so must an upstream that might believe them.
-    let untrusted = !headers::is_trusted(conn.peer.ip(), &rt.config.server.trusted_proxies);
+    let untrusted = !headers::is_trusted(conn.peer.ip(), &snap.config.server.trusted_proxies);
     // (A forwarded token leaves its slot to `Expect` again.)
     let token = match route.forward_token {
         true => header::EXPECT,
-        false => rt.config.auth.token_header.name(),
+        false => snap.config.auth.token_header.name(),
     };
     let also = [header::EXPECT, token, headers::X_REAL_IP, header::FORWARDED];
     let also = if untrusted { &also[..] } else { &also[..2] };
-    headers::strip_request_headers(h, &rt.identity, also);
+    headers::strip_request_headers(h, &snap.identity, also);
     if let Some(who) = &verified {
-        headers::inject_identity(h, who, &rt.identity);
+        auth::inject_identity(h, who, &snap.identity);
     }
     headers::set_forwarded(h, &conn.peer_ip, conn.proto, original_host);
     if let Some(protocol) = &upgrade {
@@ -120,7 +89,7 @@ pub async fn forward(
         tracing::warn!(upstream = %route.upstream, error = %e, %cause, connect, "upstream failed");
         Error::UpstreamUnavailable
     };
-    let pool = rt.pools[index].as_ref();
+    let pool = snap.pools[index].as_ref();
     // Most requests: written and read by this task (see `pool::exchange`).
     let body = match (pool, &upgrade) {
         (Some(pool), None) => match known_length(&parts.headers, body) {
@@ -154,7 +123,7 @@ pub async fn forward(
             .build()
             .map_err(|_| Error::InvalidRequest("bad request target"))?,
     };
-    let request = Request::from_parts(parts, Body::Request(body, rt.identity.clone()));
+    let request = Request::from_parts(parts, Body::Request(body, snap.identity.clone()));
 
     let (mut response, lease) = match pool {
         Some(pool) => match within(conn, route.timeout, pool.send(request)).await {
@@ -163,7 +132,7 @@ pub async fn forward(
             Some(Ok((response, lease))) => (response, Some(lease)),
         },
         None => {
-            let https = rt
+            let https = snap
                 .https
                 .get(&route.upstream)
                 .expect("a route without a pool is https://, with a client");
@@ -182,12 +151,17 @@ pub async fn forward(
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         // The tunnel holds the connection's slot until it closes.
         let slot = conn.slot.clone();
-        let idle = rt.config.server.idle_timeout;
+        let idle = snap.config.server.idle_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
-                    crate::tunnel::splice(TokioIo::new(client), TokioIo::new(upstream), idle).await;
+                    crate::upstream::tunnel::splice(
+                        TokioIo::new(client),
+                        TokioIo::new(upstream),
+                        idle,
+                    )
+                    .await;
                 }
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
@@ -209,13 +183,13 @@ pub async fn forward(
     Ok(Response::from_parts(parts, Body::upstream(body, lease)))
 }
 
-/// The most of a request body [`crate::pool::HostPool::exchange`] sends:
+/// The most of a request body [`crate::upstream::pool::HostPool::exchange`] sends:
 /// one that fits the socket's buffers is written before the answer can
 /// come. A larger one goes through hyper's client, which reads an early
 /// answer (a 413, say) while it is still sending.
 const DIRECT_BODY_MAX: u64 = 64 * 1024;
 
-/// The body as [`crate::pool::HostPool::exchange`] sends it: `Ok(None)`
+/// The body as [`crate::upstream::pool::HostPool::exchange`] sends it: `Ok(None)`
 /// when there is none, `Ok(Some(..))` when it is small and of a known
 /// length that `Content-Length` states, `Err` otherwise (hyper's client
 /// then frames it).

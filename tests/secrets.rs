@@ -253,7 +253,7 @@ async fn token_refusals_leak_nothing() {
     let forged = parts.join(".");
     seen.token("the forged token", &forged);
     // Expired long ago, signed with the right key.
-    let rt = s.gw.gw.runtime();
+    let rt = s.gw.gw.snapshot();
     let (expired, _) = rt
         .keys
         .mint(
@@ -261,7 +261,7 @@ async fn token_refusals_leak_nothing() {
             APPID,
             None,
             Duration::from_secs(60),
-            wxgate::token::now() - 86_400,
+            wxgate::auth::token::now() - 86_400,
         )
         .unwrap();
     seen.token("the expired token", &expired);

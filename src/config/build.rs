@@ -102,7 +102,7 @@ impl Builder<'_> {
         let dev = self.dev(raw.dev, &server, admin.as_ref())?;
 
         if let TokenHeader::Custom(name) = &auth.token_header {
-            if crate::headers::is_identity_name(name.as_str(), &identity) {
+            if crate::http::headers::is_identity_name(name.as_str(), &identity) {
                 return Err(self.err(
                     "auth.token_header",
                     format!("`{name}` looks like an identity header, which wxgate strips"),
@@ -413,7 +413,7 @@ impl Builder<'_> {
             return Err(self.err("identity", "the three identity headers must differ"));
         }
         for name in names {
-            if crate::headers::is_hop_by_hop(name) || is_reserved(name) {
+            if crate::http::headers::is_hop_by_hop(name) || is_reserved(name) {
                 return Err(self.err(
                     "identity",
                     format!("`{name}` cannot be used as an identity header"),

@@ -18,11 +18,12 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 
-use crate::path;
+pub use crate::auth::token::keys::Algorithm;
+use crate::auth::token::keys::{self as key_files, PrivateKey, PublicKey};
+use crate::http::path;
 use crate::secret::Secret;
-use crate::tls::TlsFile;
-pub use crate::tls::{CaFile, ServerTls};
-use crate::token::keys::{self as key_files, PrivateKey, PublicKey};
+use crate::server::tls::TlsFile;
+pub use crate::server::tls::{CaFile, ServerTls};
 use build::*;
 use interp::{parse_duration, SecretStr, Str};
 use raw::*;
@@ -176,35 +177,6 @@ impl TokenHeader {
 pub struct RateLimit {
     pub requests: u32,
     pub per: Duration,
-}
-
-/// A key's signing algorithm. Each key has exactly one, and a token is
-/// verified with its key's algorithm whatever its header says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    HS256,
-    /// ECDSA on P-256 with SHA-256.
-    ES256,
-    /// Ed25519.
-    EdDSA,
-}
-
-impl Algorithm {
-    /// The name written in the JWS header's `alg` (and in the config).
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::HS256 => "HS256",
-            Algorithm::ES256 => "ES256",
-            Algorithm::EdDSA => "EdDSA",
-        }
-    }
-
-    /// Accepts the JOSE names; `keygen` also takes them in lowercase.
-    pub fn from_name(name: &str) -> Option<Algorithm> {
-        [Algorithm::HS256, Algorithm::ES256, Algorithm::EdDSA]
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(name))
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
+use crate::auth::token;
 use crate::error::Error;
-use crate::gateway::{Gateway, InFlight, Runtime};
 use crate::secret::Secret;
+use crate::state::{Gateway, InFlight, Snapshot};
 use crate::store::{Claim, CodeOutcome, Lease, Settle, UserSession};
-use crate::token;
 use crate::wechat::{self, WeChatError};
 
 /// Added to `wechat.timeout` for a claim's life: the holder's own WeChat
@@ -33,7 +33,7 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(200);
 /// flight here or on another replica, or from a new exchange.
 pub(crate) async fn exchange_once(
     gw: &Gateway,
-    rt: &Arc<Runtime>,
+    rt: &Arc<Snapshot>,
     appid: &str,
     code: &str,
 ) -> Result<CodeOutcome, Error> {
@@ -55,7 +55,7 @@ pub(crate) async fn exchange_once(
 
 /// This process's one task for a code. It leaves the map only once the
 /// store has the answer, so a request that misses the map finds it there.
-async fn fly(gw: Gateway, rt: Arc<Runtime>, key: (String, String)) -> Result<CodeOutcome, Error> {
+async fn fly(gw: Gateway, rt: Arc<Snapshot>, key: (String, String)) -> Result<CodeOutcome, Error> {
     let result = claim_and_exchange(&gw, &rt, &key.0, &key.1).await;
     gw.logins().lock().expect("login map lock").remove(&key);
     result
@@ -63,7 +63,7 @@ async fn fly(gw: Gateway, rt: Arc<Runtime>, key: (String, String)) -> Result<Cod
 
 async fn claim_and_exchange(
     gw: &Gateway,
-    rt: &Runtime,
+    rt: &Snapshot,
     appid: &str,
     code: &str,
 ) -> Result<CodeOutcome, Error> {
@@ -92,7 +92,7 @@ async fn claim_and_exchange(
 /// store before anyone hears it.
 async fn exchange(
     gw: &Gateway,
-    rt: &Runtime,
+    rt: &Snapshot,
     appid: &str,
     code: &str,
     lease: Lease,

@@ -149,7 +149,7 @@ impl Store {
 
     /// Refuses new logins while a token they mint could not be revoked.
     pub fn can_log_in(&self) -> Result<(), StoreError> {
-        if self.inner.revocations.is_full(crate::token::now()) {
+        if self.inner.revocations.is_full(crate::auth::token::now()) {
             return Err(StoreError::Full);
         }
         Ok(())
@@ -164,7 +164,7 @@ impl Store {
         jti: &str,
         exp: u64,
     ) -> Result<(), StoreError> {
-        let now = crate::token::now();
+        let now = crate::auth::token::now();
         let revocations = &self.inner.revocations;
         if revocations.is_full(now) {
             return Err(StoreError::Full);
@@ -243,7 +243,7 @@ impl Store {
     /// replicas, timed by Redis's clock.
     pub async fn rate_check(
         &self,
-        limiter: &crate::ratelimit::RateLimiter,
+        limiter: &crate::login::ratelimit::RateLimiter,
         client: IpAddr,
     ) -> Result<Result<(), Duration>, StoreError> {
         match &self.inner.backend {

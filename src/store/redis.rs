@@ -40,7 +40,7 @@ use super::revocations::Revocations;
 use super::{Claim, CodeOutcome, Lease, Settle, StoreError, UserSession, CODE_LIFE};
 use crate::config::{OnStoreError, RedisConfig};
 use crate::error::Error;
-use crate::ratelimit::{client_key, RateLimiter};
+use crate::login::ratelimit::{client_key, RateLimiter};
 use crate::secret::Secret;
 
 /// A session_key outlives its token for the internal API's sake, but a day
@@ -629,7 +629,7 @@ impl Subscriber {
             Some((exp, jti)) => {
                 if self
                     .revocations
-                    .insert(jti, exp, crate::token::now())
+                    .insert(jti, exp, crate::auth::token::now())
                     .is_err()
                 {
                     tracing::error!("the revocation list is full (store.capacity): logins are refused until tokens expire");
@@ -644,7 +644,7 @@ impl Subscriber {
     async fn reload(&self) -> RedisResult<()> {
         let mut conn = self.conn.clone();
         let key = self.names.revoked();
-        let now = crate::token::now();
+        let now = crate::auth::token::now();
         let mut offset = 0;
         loop {
             let batch: Vec<(String, u64)> = self

@@ -281,8 +281,8 @@ mod stripping {
     }
 
     type Fixture = (
-        std::sync::Arc<wxgate::gateway::Runtime>,
-        std::sync::Arc<wxgate::token::Verified>,
+        std::sync::Arc<wxgate::state::Snapshot>,
+        std::sync::Arc<wxgate::auth::token::Verified>,
     );
 
     /// The test config's runtime and a verified identity, built once.
@@ -296,9 +296,9 @@ mod stripping {
             )
             .unwrap();
             let gw = wxgate::Gateway::new(config).unwrap();
-            let rt = gw.runtime();
+            let rt = gw.snapshot();
             let token = token_for(&gw, "o-alice", APPID, Some("u-alice"));
-            let who = rt.keys.verify(&token, wxgate::token::now()).unwrap();
+            let who = rt.keys.verify(&token, wxgate::auth::token::now()).unwrap();
             (rt, who)
         })
     }
@@ -320,8 +320,8 @@ mod stripping {
             if in_connection {
                 h.append(http::header::CONNECTION, HeaderValue::from_static("x-wx-openid, x-wx-appid"));
             }
-            wxgate::headers::strip_client_headers(&mut h, &rt.identity);
-            wxgate::headers::inject_identity(&mut h, who, &rt.identity);
+            wxgate::http::headers::strip_client_headers(&mut h, &rt.identity);
+            wxgate::auth::inject_identity(&mut h, who, &rt.identity);
             prop_assert!(h.values().all(|v| v != "spoof"), "{:?}", h);
             prop_assert_eq!(h.get_all("x-wx-openid").iter().count(), 1);
             prop_assert_eq!(h.get_all("x-wx-appid").iter().count(), 1);

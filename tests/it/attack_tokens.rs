@@ -196,7 +196,7 @@ async fn duplicate_json_keys_are_refused() {
 #[tokio::test]
 async fn type_confusion_in_claims_is_refused() {
     let (up, gw) = setup().await;
-    let now = wxgate::token::now();
+    let now = wxgate::auth::token::now();
     let c = |aud: &str, exp: &str, sub: &str| {
         format!(r#"{{"iss":"wxgate","sub":{sub},"aud":{aud},"iat":{now},"exp":{exp},"jti":"j"}}"#)
     };

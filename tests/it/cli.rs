@@ -101,8 +101,8 @@ fn token_prints_a_token_the_gateway_accepts() {
     ];
     let token = stdout_of_success(&args, &path).trim().to_owned();
     let config = wxgate::Config::parse_with_env(&text, &path, Some(Default::default())).unwrap();
-    let keys = wxgate::token::Keys::new(&config.token, config.appids());
-    let now = wxgate::token::now();
+    let keys = wxgate::auth::token::Keys::new(&config.token, config.appids());
+    let now = wxgate::auth::token::now();
     let verified = keys.verify(&token, now).unwrap();
     assert_eq!(
         (

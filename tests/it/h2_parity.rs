@@ -85,11 +85,11 @@ fn no_wechat(up: &Upstream) -> String {
 async fn missing_invalid_and_expired_tokens_are_401_with_a_challenge() {
     let up = Upstream::start().await;
     let both = Both::start(&no_wechat(&up)).await;
-    let past = wxgate::token::now() - 7200;
+    let past = wxgate::auth::token::now() - 7200;
     let (expired, _) = both
         .plain
         .gw
-        .runtime()
+        .snapshot()
         .keys
         .mint("o-alice", APPID, None, Duration::from_secs(600), past)
         .unwrap();

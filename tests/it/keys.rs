@@ -76,7 +76,7 @@ impl Rig {
     /// Rewrites the file with `keys` and reloads it, as SIGHUP does.
     fn rotate(&self, keys: &str) {
         std::fs::write(&self.path, with_keys(&self.base, keys)).unwrap();
-        wxgate::reload(&self.gw.gw).expect("reload");
+        wxgate::ops::reload::from_file(&self.gw.gw).expect("reload");
     }
 
     async fn login(&self, openid: &str) -> String {

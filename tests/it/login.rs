@@ -46,9 +46,9 @@ fn query_pairs(query: &str) -> Vec<(String, String)> {
 async fn success_answers_a_bearer_token_with_the_configured_ttl() {
     let s = Setup::with(|c| set(&c, "[token]", "ttl = \"1h\"")).await;
     let code = s.fake.mint_code(APPID, "o-alice");
-    let before = wxgate::token::now();
+    let before = wxgate::auth::token::now();
     let answer = s.login(&code).await;
-    let after = wxgate::token::now();
+    let after = wxgate::auth::token::now();
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.header("content-type"), Some("application/json"));
     assert_eq!(answer.header("cache-control"), Some("no-store"));
@@ -607,9 +607,9 @@ async fn a_reload_keeps_the_budgets_unless_the_limit_changes() {
         )
         .unwrap()
     };
-    s.gw.gw.reload(parse(&config_with("3/min"))).unwrap();
+    s.gw.gw.install(parse(&config_with("3/min"))).unwrap();
     assert_rate_limited(&login_from(&s, None).await);
-    s.gw.gw.reload(parse(&config_with("5/min"))).unwrap();
+    s.gw.gw.install(parse(&config_with("5/min"))).unwrap();
     assert_eq!(
         login_from(&s, None).await.status,
         200,

@@ -122,7 +122,7 @@ async fn requests_are_counted_by_configured_route_and_status() {
 async fn auth_failures_are_counted_by_reason() {
     let s = Setup::start().await;
     let token = s.login_as("o-bob").await;
-    let rt = s.gw.gw.runtime();
+    let rt = s.gw.gw.snapshot();
     let (expired, _) = rt
         .keys
         .mint(
@@ -130,7 +130,7 @@ async fn auth_failures_are_counted_by_reason() {
             APPID,
             None,
             Duration::from_secs(60),
-            wxgate::token::now() - 86_400,
+            wxgate::auth::token::now() - 86_400,
         )
         .unwrap();
     get(&s.gw, "/api/x", None)

@@ -16,13 +16,13 @@ fn mint(config_text: &str, openid: &str) -> String {
     let config =
         wxgate::Config::parse_with_env(config_text, Path::new("t.toml"), Some(Default::default()))
             .unwrap();
-    let keys = wxgate::token::Keys::new(&config.token, config.appids());
+    let keys = wxgate::auth::token::Keys::new(&config.token, config.appids());
     keys.mint(
         openid,
         APPID,
         None,
         Duration::from_secs(600),
-        wxgate::token::now(),
+        wxgate::auth::token::now(),
     )
     .unwrap()
     .0

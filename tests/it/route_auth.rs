@@ -82,10 +82,10 @@ async fn bad_or_expired_tokens_are_refused_with_an_invalid_token_challenge() {
     }
 
     // Issued two hours ago, valid for ten minutes: long expired.
-    let past = wxgate::token::now() - 7200;
+    let past = wxgate::auth::token::now() - 7200;
     let (expired, _) = gw
         .gw
-        .runtime()
+        .snapshot()
         .keys
         .mint("o-alice", APPID, None, Duration::from_secs(600), past)
         .unwrap();

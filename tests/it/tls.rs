@@ -160,7 +160,7 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
     // Same files, new contents.
     let second = ca.issue(2);
     second.write(dir.path());
-    wxgate::reload(&gw.gw).unwrap();
+    wxgate::ops::reload::from_file(&gw.gw).unwrap();
     let (mut new, cert) = h1_over_tls(gw.addr, &ca).await;
     assert_eq!(
         cert, second.der,
@@ -186,7 +186,7 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
             &key_path.display().to_string(),
         );
     std::fs::write(&config, text).unwrap();
-    wxgate::reload(&gw.gw).unwrap();
+    wxgate::ops::reload::from_file(&gw.gw).unwrap();
     let (_, cert) = h1_over_tls(gw.addr, &ca).await;
     assert_eq!(cert, third.der);
 }
@@ -205,7 +205,7 @@ async fn a_broken_certificate_reload_is_an_error_and_keeps_the_old_one() {
         "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
-    let err = wxgate::reload(&gw.gw).unwrap_err();
+    let err = wxgate::ops::reload::from_file(&gw.gw).unwrap_err();
     assert!(err.contains("server.tls_cert"), "{err}");
     assert!(err.contains("cert.pem"), "{err}");
     let (_, cert) = h1_over_tls(gw.addr, &ca).await;
@@ -215,7 +215,7 @@ async fn a_broken_certificate_reload_is_an_error_and_keeps_the_old_one() {
     let other = ca.issue(2);
     std::fs::write(&cert_path, &other.cert_pem).unwrap();
     std::fs::write(&key_path, &first.key_pem).unwrap();
-    let err = wxgate::reload(&gw.gw).unwrap_err();
+    let err = wxgate::ops::reload::from_file(&gw.gw).unwrap_err();
     assert!(err.contains("server.tls_key"), "{err}");
     assert!(err.contains("does not belong"), "{err}");
 
@@ -227,7 +227,7 @@ async fn a_broken_certificate_reload_is_an_error_and_keeps_the_old_one() {
         format!("-----BEGIN PRIVATE KEY-----\n{marker}!\n-----END PRIVATE KEY-----\n"),
     )
     .unwrap();
-    let err = wxgate::reload(&gw.gw).unwrap_err();
+    let err = wxgate::ops::reload::from_file(&gw.gw).unwrap_err();
     assert!(err.contains("key.pem"), "{err}");
     assert!(!err.contains(marker) && !err.contains("c2Vj"), "{err}");
     let (mut conn, cert) = h1_over_tls(gw.addr, &ca).await;

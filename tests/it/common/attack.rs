@@ -50,7 +50,7 @@ pub fn forge(header: &str, payload: &str) -> String {
 
 /// Claims that the test gateway accepts, plus `extra` fields.
 pub fn good_claims(extra: &str) -> String {
-    let now = wxgate::token::now();
+    let now = wxgate::auth::token::now();
     let base = format!(
         r#""iss":"wxgate","sub":"o-mallory","aud":"{}","iat":{now},"exp":{},"jti":"jti-attack""#,
         super::APPID,

@@ -153,14 +153,14 @@ pub fn token(gw: &Gateway, openid: &str) -> String {
 }
 
 pub fn token_for(gw: &Gateway, openid: &str, appid: &str, unionid: Option<&str>) -> String {
-    let rt = gw.runtime();
+    let rt = gw.snapshot();
     rt.keys
         .mint(
             openid,
             appid,
             unionid,
             Duration::from_secs(600),
-            wxgate::token::now(),
+            wxgate::auth::token::now(),
         )
         .unwrap()
         .0

@@ -1,5 +1,5 @@
 //! Live reload (SIGHUP): read the config file again and put it in force in
-//! one atomic swap of the [`Runtime`](crate::gateway::Runtime). Routes, apps,
+//! one atomic swap of the [`Snapshot`](crate::state::Snapshot). Routes, apps,
 //! keys, identity header names, the login rate limit, trusted proxies and
 //! WeChat settings change for every request that starts afterwards; a
 //! request in flight finishes on the runtime it started with.
@@ -11,19 +11,19 @@
 //! A new certificate takes effect at once, for new connections.
 
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::state::Gateway;
 
 /// Loads the file the running config came from and puts it in force. A file
 /// that fails validation changes nothing. Counted in
 /// `wxgate_config_reloads_total`.
-pub fn reload(gw: &Gateway) -> Result<(), String> {
+pub fn from_file(gw: &Gateway) -> Result<(), String> {
     let result = apply(gw);
-    gw.metrics().reload(result.is_ok());
+    gw.metrics().count_reload(result.is_ok());
     result
 }
 
 fn apply(gw: &Gateway) -> Result<(), String> {
-    let current = gw.runtime();
+    let current = gw.snapshot();
     let mut config = Config::load(&current.config.source).map_err(|e| e.to_string())?;
     let pending = keep_startup_settings(&mut config, &current.config);
     if !pending.is_empty() {
@@ -32,7 +32,7 @@ fn apply(gw: &Gateway) -> Result<(), String> {
             "these settings are read at start-up only: their new values take effect at the next restart"
         );
     }
-    gw.reload(config)
+    gw.install(config)
 }
 
 /// Puts `old`'s start-up-only settings back into `new`; returns the keys

@@ -13,7 +13,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
-use crate::headers;
+use crate::http::headers;
 
 /// The most an answer's head may take; nginx stops at 4–8 KiB by default.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;

@@ -11,7 +11,6 @@ use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::config::IdentityConfig;
-use crate::token::Verified;
 
 /// RFC 9110 §7.6.1: fields meaningful only for one connection. `Upgrade`
 /// survives only on a WebSocket handshake, which re-adds it.
@@ -213,15 +212,6 @@ fn remove_connection_named(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets exactly one of each identity header; run after [`strip_client_headers`].
-pub fn inject_identity(headers: &mut HeaderMap, who: &Verified, names: &IdentityConfig) {
-    headers.insert(names.openid_header.clone(), who.openid.clone());
-    headers.insert(names.appid_header.clone(), who.appid.clone());
-    if let Some(unionid) = &who.unionid {
-        headers.insert(names.unionid_header.clone(), unionid.clone());
-    }
-}
-
 /// Appends the peer's address to `X-Forwarded-For` as one field line, and
 /// sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
 pub fn set_forwarded(
@@ -303,6 +293,8 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::inject_identity;
+    use crate::auth::token::Verified;
 
     fn identity() -> IdentityConfig {
         IdentityConfig {

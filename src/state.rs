@@ -1,7 +1,8 @@
-//! The gateway's state and the path of one request through it.
+//! The gateway's state: the [`Gateway`] handle and the [`Snapshot`] of the
+//! config in force.
 //!
 //! [`Gateway`] is a cheap-clone handle. What a config file determines lives in
-//! a [`Runtime`] behind an `ArcSwap`: each request takes the runtime current
+//! a [`Snapshot`] behind an `ArcSwap`: each request takes the snapshot current
 //! when it starts and keeps it to the end, and a reload swaps in a new one
 //! without a lock. What outlives a config (the session store, the upstream
 //! connection pool, logins in flight) lives beside it.
@@ -13,29 +14,22 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use futures_util::future::{BoxFuture, Shared};
-use http::{HeaderValue, Method, Request, Response, Version};
-use hyper::body::Incoming;
+use http::HeaderValue;
 
-use crate::access::{Exchange, RequestIds};
-use crate::auth;
-use crate::body::Body;
-use crate::config::{strip_port, Config, IdentityConfig};
+use crate::auth::token::Keys;
+use crate::config::{Config, IdentityConfig};
 use crate::error::Error;
-use crate::forward_auth;
-use crate::login;
-use crate::metrics::{Metrics, RouteHandles};
-use crate::path;
-use crate::pool::{HostPool, Pools};
-use crate::proxy;
-use crate::ratelimit::RateLimiter;
-use crate::router::{check_method, upstream_path_and_query, Router, Target};
+use crate::http::request_id::RequestIds;
+use crate::login::ratelimit::RateLimiter;
+use crate::ops::metrics::{Metrics, RouteHandles};
+use crate::router::Router;
 use crate::store::{CodeOutcome, Store};
-use crate::token::Keys;
-use crate::upstream_tls::HttpsClients;
+use crate::upstream::pool::{HostPool, Pools};
+use crate::upstream::tls::HttpsClients;
 use crate::wechat::WeChat;
 
 /// Everything derived from one version of the config file.
-pub struct Runtime {
+pub struct Snapshot {
     pub config: Config,
     pub router: Router,
     pub keys: Keys,
@@ -54,14 +48,14 @@ pub struct Runtime {
     pub pools: Vec<Option<Arc<HostPool>>>,
 }
 
-impl Runtime {
+impl Snapshot {
     /// `previous` is the runtime being replaced, if any.
     pub fn new(
         config: Config,
-        previous: Option<&Runtime>,
+        previous: Option<&Snapshot>,
         metrics: &Metrics,
         pools: &Pools,
-    ) -> Result<Runtime, String> {
+    ) -> Result<Snapshot, String> {
         let login_limiter = config.auth.login_rate_limit.map(|limit| {
             previous
                 .and_then(|p| p.login_limiter.clone())
@@ -83,7 +77,7 @@ impl Runtime {
         } else {
             Some(WeChat::new(&config.wechat)?)
         };
-        Ok(Runtime {
+        Ok(Snapshot {
             metrics: metrics.handles(&config),
             https: HttpsClients::new(&config)?,
             pools,
@@ -115,12 +109,12 @@ pub struct ConnInfo {
     /// HTTP/1: the connection's driver, which times a request's wait for
     /// its upstream (the request is polled in the driver's own task).
     /// `None` over HTTP/2, whose requests run in tasks of their own.
-    pub clock: Option<Arc<crate::bounds::Activity>>,
+    pub clock: Option<Arc<crate::server::deadlines::Activity>>,
 }
 
 impl ConnInfo {
     pub fn new(peer: SocketAddr, proto: &'static str) -> ConnInfo {
-        let ip = crate::headers::canonical(peer.ip());
+        let ip = crate::http::headers::canonical(peer.ip());
         ConnInfo {
             peer,
             peer_ip: ip_header(ip),
@@ -164,7 +158,7 @@ pub struct Gateway {
 }
 
 struct Inner {
-    runtime: ArcSwap<Runtime>,
+    snapshot: ArcSwap<Snapshot>,
     store: Store,
     /// Outlive configs, so a reload keeps warm upstream connections.
     pools: Pools,
@@ -180,11 +174,11 @@ impl Gateway {
     pub fn new(config: Config) -> Result<Gateway, String> {
         let store = Store::new(&config.store)?;
         store.note_leeway(config.token.leeway);
-        let pools = Pools::new(proxy::connect_timeout(&config));
+        let pools = Pools::new(crate::upstream::connect_timeout(&config));
         let metrics = Arc::new(Metrics::default());
         Ok(Gateway {
             inner: Arc::new(Inner {
-                runtime: ArcSwap::from_pointee(Runtime::new(config, None, &metrics, &pools)?),
+                snapshot: ArcSwap::from_pointee(Snapshot::new(config, None, &metrics, &pools)?),
                 store,
                 pools,
                 logins: Mutex::new(HashMap::new()),
@@ -196,21 +190,25 @@ impl Gateway {
     }
 
     /// The runtime in force now.
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.inner.runtime.load_full()
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.load_full()
+    }
+
+    pub(crate) fn request_ids(&self) -> &RequestIds {
+        &self.inner.request_ids
     }
 
     /// Puts `config` in force for every request that starts from now on.
-    pub fn reload(&self, config: Config) -> Result<(), String> {
+    pub fn install(&self, config: Config) -> Result<(), String> {
         // Before the new leeway admits anything: revocations outlive it.
         self.inner.store.note_leeway(config.token.leeway);
-        let next = Runtime::new(
+        let next = Snapshot::new(
             config,
-            Some(&self.runtime()),
+            Some(&self.snapshot()),
             &self.inner.metrics,
             &self.inner.pools,
         )?;
-        self.inner.runtime.store(Arc::new(next));
+        self.inner.snapshot.store(Arc::new(next));
         Ok(())
     }
 
@@ -233,103 +231,6 @@ impl Gateway {
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::Relaxed)
     }
-
-    /// Serves one request; every failure becomes its JSON error answer.
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-        let runtime = self.runtime();
-        let mut exchange = Exchange::begin(&self.inner.request_ids, &runtime, &mut req, &conn);
-        let (mut response, error) = match self.serve(&runtime, req, &conn, &mut exchange).await {
-            Ok(response) => (response, None),
-            Err(error) => {
-                let method = exchange.method();
-                tracing::debug!(%method, peer = %conn.peer, error = error.code(), "request refused");
-                self.metrics().auth_failure(&error);
-                let code = error.code();
-                (error.into_response(), Some(code))
-            }
-        };
-        exchange.finish(self.metrics(), &mut response, error);
-        response
-    }
-
-    async fn serve(
-        &self,
-        rt: &Arc<Runtime>,
-        req: Request<Incoming>,
-        conn: &ConnInfo,
-        exchange: &mut Exchange,
-    ) -> Result<Response<Body>, Error> {
-        if req.method() == Method::CONNECT {
-            return Err(Error::Connect);
-        }
-        let (parts, body) = req.into_parts();
-        let absolute_form = parts.version <= Version::HTTP_11 && parts.uri.authority().is_some();
-        if absolute_form && !serves_authority(rt, parts.uri.authority().expect("checked")) {
-            return Err(Error::InvalidRequest(
-                "the request target names a host wxgate does not serve",
-            ));
-        }
-        let path =
-            path::normalize(parts.uri.path()).map_err(|e| Error::InvalidRequest(e.reason()))?;
-        let host = request_host(&parts)?;
-        let target = rt.router.find(host, &path).ok_or(Error::NotFound)?;
-        exchange.target = Some(target);
-        // wxgate's own endpoints are boxed: their futures (a WeChat call in
-        // flight, say) would otherwise make every proxied request's future,
-        // which hyper moves and stores, as large as the largest of them.
-        let index = match target {
-            Target::Login => return Box::pin(login::login(self, rt, parts, body, conn)).await,
-            Target::Session => return Box::pin(login::session(self, rt, &parts)).await,
-            Target::Logout => return Box::pin(login::logout(self, rt, &parts)).await,
-            Target::Jwks => return crate::jwks::serve(rt, &parts.method),
-            Target::Verify => {
-                return Box::pin(forward_auth::verify(self, rt, &parts, &path, conn)).await
-            }
-            Target::Route(index) => index,
-        };
-        let route = rt.router.route(index);
-        check_method(route, &parts.method)?;
-        let identity = auth::check_route(rt, self.store(), route, &parts.headers).await?;
-        let upstream_target = upstream_path_and_query(route, &path, parts.uri.query());
-        exchange.identity.clone_from(&identity);
-        exchange.upstream_from = Some(std::time::Instant::now());
-        proxy::forward(rt, index, parts, body, upstream_target, conn, identity).await
-    }
-}
-
-/// The host a request is for, without port: the absolute-form authority or
-/// HTTP/2 `:authority` if present, else `Host`. Two `Host` headers are 400
-/// (RFC 9112 §3.2): host routes and the upstream could each pick another.
-pub(crate) fn request_host(parts: &http::request::Parts) -> Result<Option<&str>, Error> {
-    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
-    let host_header = hosts.next();
-    if hosts.next().is_some() {
-        return Err(Error::InvalidRequest("more than one Host header"));
-    }
-    Ok(parts
-        .uri
-        .host()
-        .or_else(|| host_header?.to_str().ok())
-        .map(strip_port))
-}
-
-/// An absolute-form target must name a route's host or wxgate's own address.
-fn serves_authority(rt: &Runtime, authority: &http::uri::Authority) -> bool {
-    let host = authority.host();
-    if rt.router.serves_host(host) {
-        return true;
-    }
-    let listen = rt.config.server.listen;
-    let port = authority.port_u16().unwrap_or(match rt.config.server.tls {
-        Some(_) => 443,
-        None => 80,
-    });
-    let host_ip = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-        .ok();
-    port == listen.port() && (listen.ip().is_unspecified() || host_ip == Some(listen.ip()))
 }
 
 #[cfg(test)]

@@ -2,15 +2,20 @@
 //! upstream will see. The one check shared by proxied routes and wxgate's own
 //! session endpoints.
 
+pub mod forward_auth;
+pub mod jwks;
+pub mod token;
+
 use std::sync::Arc;
 
 use http::HeaderMap;
 
-use crate::config::{AuthMode, RouteConfig, TokenHeader};
-use crate::error::{Error, TokenError};
-use crate::gateway::Runtime;
+use crate::auth::token::TokenError;
+use crate::config::{AuthMode, IdentityConfig, RouteConfig, TokenHeader};
+use crate::error::Error;
+use crate::state::Snapshot;
 use crate::store::Store;
-use crate::token::{self, Verified};
+use token::Verified;
 
 /// The token the client presented, if any. A non-Bearer `Authorization`
 /// (Basic, say) is not a wxgate token and counts as none.
@@ -54,7 +59,7 @@ pub fn extract_token<'a>(
 /// inject (`None`: anonymous), or the refusal. Proxied requests and the
 /// forward-auth check both go through here.
 pub async fn check_route(
-    runtime: &Runtime,
+    runtime: &Snapshot,
     store: &Store,
     route: &RouteConfig,
     headers: &HeaderMap,
@@ -77,7 +82,7 @@ pub async fn check_route(
 /// Verifies `token` for a route restricted to `apps` (None: any configured
 /// app), including revocation.
 pub async fn verify(
-    runtime: &Runtime,
+    runtime: &Snapshot,
     store: &Store,
     token: &str,
     apps: Option<&[String]>,
@@ -97,6 +102,15 @@ pub async fn verify(
         return Err(Error::Token(TokenError::Revoked));
     }
     Ok(verified)
+}
+
+/// Sets exactly one of each identity header; run after [`crate::http::headers::strip_client_headers`].
+pub fn inject_identity(headers: &mut HeaderMap, who: &Verified, names: &IdentityConfig) {
+    headers.insert(names.openid_header.clone(), who.openid.clone());
+    headers.insert(names.appid_header.clone(), who.appid.clone());
+    if let Some(unionid) = &who.unionid {
+        headers.insert(names.unionid_header.clone(), unionid.clone());
+    }
 }
 
 #[cfg(test)]

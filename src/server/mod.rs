@@ -1,6 +1,10 @@
 //! The main listener: accept, bound the number of connections, hand each
-//! one to [`connection`](crate::connection) (HTTP/1.1 and HTTP/2, over TLS
+//! one to [`connection`] (HTTP/1.1 and HTTP/2, over TLS
 //! when `server.tls_cert` is set), and drain gracefully on shutdown.
+
+pub mod connection;
+pub mod deadlines;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,8 +14,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::connection::{Connection, Protocols};
-use crate::gateway::Gateway;
+use crate::server::connection::{Connection, Protocols};
+use crate::state::Gateway;
 
 /// Sets `TCP_NODELAY` on the listener; true when accepted sockets inherit
 /// it (Linux does), so that it costs one setsockopt, not one per connection.
@@ -25,7 +29,7 @@ fn nodelay_for_accepted(listener: &TcpListener) -> bool {
 /// Serves `listener` until `shutdown` resolves, then stops accepting and lets
 /// in-flight requests finish for up to `server.shutdown_grace`.
 pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let config = gw.runtime().config.server.clone();
+    let config = gw.snapshot().config.server.clone();
     let protocols = Arc::new(Protocols::new(&config));
     // Whether the listener speaks TLS is fixed at start, like its address;
     // the certificate follows reloads (the runtime in force when a
@@ -74,7 +78,7 @@ pub async fn serve(gw: Gateway, listener: TcpListener, shutdown: impl Future<Out
         match &mut tls {
             None => connections.spawn(conn.serve_plain(stream)),
             Some(current) => {
-                if let Some(reloaded) = &gw.runtime().config.server.tls {
+                if let Some(reloaded) = &gw.snapshot().config.server.tls {
                     current.clone_from(&reloaded.config);
                 }
                 connections.spawn(conn.serve_tls(stream, current.clone()))

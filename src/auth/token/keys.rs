@@ -15,7 +15,34 @@ use base64::Engine;
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 
-use crate::config::Algorithm;
+/// A key's signing algorithm. Each key has exactly one, and a token is
+/// verified with its key's algorithm whatever its header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    HS256,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
+}
+
+impl Algorithm {
+    /// The name written in the JWS header's `alg` (and in the config).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::HS256 => "HS256",
+            Algorithm::ES256 => "ES256",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    /// Accepts the JOSE names; `keygen` also takes them in lowercase.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        [Algorithm::HS256, Algorithm::ES256, Algorithm::EdDSA]
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name))
+    }
+}
 
 /// SPKI DER before the 65-byte uncompressed point of a P-256 key (RFC 5480).
 const P256_SPKI_PREFIX: [u8; 26] = [

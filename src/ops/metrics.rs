@@ -1,7 +1,7 @@
 //! The counters behind `GET /metrics`, and their Prometheus text encoding.
 //!
 //! Hot path first: a request touches only handles resolved when its
-//! [`Runtime`](crate::gateway::Runtime) was built ([`RouteHandles`]): a few
+//! [`Snapshot`](crate::state::Snapshot) was built ([`RouteHandles`]): a few
 //! relaxed atomic adds, no lock, no map lookup, no allocation. Statuses are
 //! counted in a fixed slot per common status (a table index, not a hash);
 //! only a rare status falls back to a small locked map. Families that only
@@ -201,7 +201,7 @@ impl Default for Metrics {
             connections_open: AtomicI64::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_error: AtomicU64::new(0),
-            last_reload_ok: AtomicU64::new(crate::token::now()),
+            last_reload_ok: AtomicU64::new(crate::auth::token::now()),
         }
     }
 }
@@ -271,10 +271,11 @@ impl Metrics {
         OpenConnection(self.clone())
     }
 
-    pub fn reload(&self, ok: bool) {
+    pub fn count_reload(&self, ok: bool) {
         if ok {
             self.reloads_ok.fetch_add(1, Relaxed);
-            self.last_reload_ok.store(crate::token::now(), Relaxed);
+            self.last_reload_ok
+                .store(crate::auth::token::now(), Relaxed);
         } else {
             self.reloads_error.fetch_add(1, Relaxed);
         }

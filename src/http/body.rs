@@ -11,8 +11,8 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::config::IdentityConfig;
-use crate::headers::strip_client_headers;
-use crate::pool::{Lease, UpstreamBody};
+use crate::http::headers::strip_client_headers;
+use crate::upstream::pool::{Lease, UpstreamBody};
 
 /// Whatever a body failed with; hyper aborts the message it was in.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,7 +23,7 @@ pub enum Body {
     /// pooled connection goes back to the pool once the answer has been
     /// read to its end (`https://` upstreams pool on their own: `None`).
     Stream(Incoming, Option<Lease>),
-    /// An upstream's answer read by [`crate::pool::HostPool::exchange`]'s
+    /// An upstream's answer read by [`crate::upstream::pool::HostPool::exchange`]'s
     /// connection itself.
     Direct(UpstreamBody),
     /// A client's request body: data passes, trailers are stripped of

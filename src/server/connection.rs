@@ -28,12 +28,12 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::Body;
-use crate::bounds::{self, Activity, Limits, Tracked};
 use crate::config::ServerConfig;
-use crate::gateway::{ConnInfo, Gateway};
-use crate::metrics::OpenConnection;
-use crate::tls::{ALPN_H2, ALPN_HTTP1};
+use crate::http::body::Body;
+use crate::ops::metrics::OpenConnection;
+use crate::server::deadlines::{self, Activity, Limits, Tracked};
+use crate::server::tls::{ALPN_H2, ALPN_HTTP1};
+use crate::state::{ConnInfo, Gateway};
 
 /// hyper refuses a smaller read buffer.
 const MIN_BUF_SIZE: usize = 8192;
@@ -219,7 +219,7 @@ impl Connection {
             let in_flight = requests.request_started();
             let (gw, conn_info) = (gw.clone(), conn_info.clone());
             async move {
-                let answer = gw.handle(req, conn_info).await;
+                let answer = crate::dispatch::handle(&gw, req, conn_info).await;
                 Ok::<_, Infallible>(answer.map(|body| Tracked::new(body, in_flight)))
             }
         });
@@ -244,7 +244,7 @@ impl Connection {
             head_timeout,
             idle_timeout: self.idle_timeout,
         };
-        bounds::drive(conn, graceful, activity, limits, self.draining, self.peer).await;
+        deadlines::drive(conn, graceful, activity, limits, self.draining, self.peer).await;
         drop((self.permit, self.open));
     }
 }
@@ -292,7 +292,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    crate::tunnel::delegate_async_write!(stream);
+    crate::upstream::tunnel::delegate_async_write!(stream);
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::pool::Pools;
+use crate::upstream::pool::Pools;
 
 /// What a connection does after answering its script.
 #[derive(Clone, Copy, PartialEq)]

@@ -32,7 +32,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::Body;
+use crate::http::body::Body;
 
 mod codec;
 mod exchange;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use crate::auth::token::id_header;
 use crate::config::WeChatConfig;
 use crate::secret::Secret;
-use crate::token::id_header;
 
 /// Answers larger than this are not WeChat's.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;

@@ -3,6 +3,8 @@
 //!
 //! One WeChat call per code, across replicas too: see [`flight`].
 
+pub mod ratelimit;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,12 +16,12 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use crate::auth;
-use crate::body::Body;
+use crate::auth::token;
 use crate::error::Error;
-use crate::gateway::{ConnInfo, Gateway, Runtime};
-use crate::headers::client_ip;
+use crate::http::body::Body;
+use crate::http::headers::client_ip;
+use crate::state::{ConnInfo, Gateway, Snapshot};
 use crate::store::CodeOutcome;
-use crate::token;
 use crate::wechat::WeChatError;
 use flight::now_ms;
 
@@ -39,7 +41,7 @@ struct LoginRequest {
 
 pub async fn login(
     gw: &Gateway,
-    rt: &Arc<Runtime>,
+    snap: &Arc<Snapshot>,
     parts: http::request::Parts,
     body: Incoming,
     conn: &ConnInfo,
@@ -47,8 +49,12 @@ pub async fn login(
     if parts.method != Method::POST {
         return Err(Error::MethodNotAllowed(HeaderValue::from_static("POST")));
     }
-    if let Some(limiter) = &rt.login_limiter {
-        let ip = client_ip(conn.peer, &parts.headers, &rt.config.server.trusted_proxies);
+    if let Some(limiter) = &snap.login_limiter {
+        let ip = client_ip(
+            conn.peer,
+            &parts.headers,
+            &snap.config.server.trusted_proxies,
+        );
         if let Err(wait) = gw.store().rate_check(limiter, ip).await? {
             return Err(Error::RateLimited {
                 retry_after_secs: wait.as_secs_f64().ceil() as u64,
@@ -73,15 +79,15 @@ pub async fn login(
     if declared.is_some_and(|n| n > MAX_LOGIN_BODY as u64) {
         return Err(Error::PayloadTooLarge);
     }
-    let bytes = read_body(body, rt.config.server.header_timeout).await?;
+    let bytes = read_body(body, snap.config.server.header_timeout).await?;
     let request: LoginRequest = serde_json::from_slice(&bytes)
         .map_err(|_| Error::InvalidRequest("the body must be JSON with a \"code\""))?;
     let code = valid_code(&request.code)?;
-    let appid = select_app(rt, request.appid.as_deref(), &parts.headers)?;
+    let appid = select_app(snap, request.appid.as_deref(), &parts.headers)?;
 
     // A token that could not be revoked is not handed out.
     gw.store().can_log_in()?;
-    let outcome = flight::exchange_once(gw, rt, appid, code).await?;
+    let outcome = flight::exchange_once(gw, snap, appid, code).await?;
     match outcome {
         CodeOutcome::Token {
             access_token,
@@ -140,11 +146,11 @@ fn valid_code(code: &serde_json::Value) -> Result<&str, Error> {
 /// One app: that one. Several: `appid` in the body, else the Referer that
 /// WeChat sets on `wx.request`. The Referer selects, it never authenticates.
 fn select_app<'a>(
-    rt: &'a Runtime,
+    snap: &'a Snapshot,
     asked: Option<&str>,
     headers: &http::HeaderMap,
 ) -> Result<&'a str, Error> {
-    let apps = &rt.config.apps;
+    let apps = &snap.config.apps;
     let find = |appid: &str| {
         apps.iter()
             .find(|a| a.appid == appid)
@@ -192,7 +198,7 @@ pub fn map_wechat_error(e: &WeChatError) -> Error {
 /// `GET {session_path}`: who the token is for, and for how long.
 pub async fn session(
     gw: &Gateway,
-    rt: &Runtime,
+    snap: &Snapshot,
     parts: &http::request::Parts,
 ) -> Result<Response<Body>, Error> {
     if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -200,7 +206,7 @@ pub async fn session(
             "GET, HEAD",
         )));
     }
-    let verified = authenticate(gw, rt, parts).await?;
+    let verified = authenticate(gw, snap, parts).await?;
     let mut body = serde_json::json!({
         "openid": verified.openid_str(),
         "appid": verified.appid_str(),
@@ -224,13 +230,13 @@ pub async fn session(
 /// session_key is dropped.
 pub async fn logout(
     gw: &Gateway,
-    rt: &Runtime,
+    snap: &Snapshot,
     parts: &http::request::Parts,
 ) -> Result<Response<Body>, Error> {
     if parts.method != Method::POST {
         return Err(Error::MethodNotAllowed(HeaderValue::from_static("POST")));
     }
-    let verified = authenticate(gw, rt, parts).await?;
+    let verified = authenticate(gw, snap, parts).await?;
     // 204 only once the revocation is stored (in Redis, for every replica).
     gw.store()
         .end_session(
@@ -252,12 +258,12 @@ pub async fn logout(
 
 async fn authenticate(
     gw: &Gateway,
-    rt: &Runtime,
+    snap: &Snapshot,
     parts: &http::request::Parts,
 ) -> Result<Arc<token::Verified>, Error> {
-    let token = auth::extract_token(&parts.headers, &rt.config.auth.token_header)?
+    let token = auth::extract_token(&parts.headers, &snap.config.auth.token_header)?
         .ok_or(Error::MissingToken)?;
-    auth::verify(rt, gw.store(), token, None).await
+    auth::verify(snap, gw.store(), token, None).await
 }
 
 fn json_response(status: StatusCode, body: String) -> Response<Body> {

@@ -8,9 +8,8 @@
 //! or skip a check. Each key has one algorithm (HS256, ES256 or EdDSA), so
 //! an HS256 token can never be checked against an ES256 key's public bytes.
 //!
-//! [`keys`] reads PEM key files; [`jwks`] publishes the public keys.
+//! [`keys`] reads PEM key files; [`crate::auth::jwks`] publishes the public keys.
 
-pub mod jwks;
 pub mod keys;
 
 use std::borrow::Cow;
@@ -25,7 +24,6 @@ use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Algorithm, KeyMaterial, TokenConfig};
-use crate::error::TokenError;
 use keys::PrivateKey;
 
 /// Most verified tokens remembered; a token seen again skips the signature
@@ -172,6 +170,15 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+/// Why a presented token was refused; each maps to one 401 code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Bad format, signature, algorithm, key, issuer or audience.
+    Invalid(&'static str),
+    Expired,
+    Revoked,
+}
+
 fn invalid(why: &'static str) -> TokenError {
     TokenError::Invalid(why)
 }
@@ -214,7 +221,7 @@ impl Keys {
             signer,
             signing_key,
             rng: SystemRandom::new(),
-            jwks: Bytes::from(jwks::document(&config.keys)),
+            jwks: Bytes::from(crate::auth::jwks::document(&config.keys)),
             issuer: config.issuer.clone(),
             leeway: config.leeway.as_secs(),
             ttl: config.ttl,

@@ -30,14 +30,15 @@ use http::request::Parts;
 use http::{Method, Response};
 
 use crate::auth;
-use crate::body::Body;
+use crate::auth::token::Verified;
 use crate::config::{strip_port, IdentityConfig};
 use crate::error::Error;
-use crate::gateway::{request_host, ConnInfo, Gateway, Runtime};
-use crate::headers::{self, X_FORWARDED_HOST};
-use crate::path;
+use crate::http::body::Body;
+use crate::http::headers::{self, X_FORWARDED_HOST};
+use crate::http::host::request_host;
+use crate::http::path;
 use crate::router::{self, Target};
-use crate::token::Verified;
+use crate::state::{ConnInfo, Gateway, Snapshot};
 
 pub const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
@@ -69,26 +70,26 @@ struct Original<'a> {
 /// `{verify_path}` and below. `path` is the verify request's normalized path.
 pub async fn verify(
     gw: &Gateway,
-    rt: &Runtime,
+    snap: &Snapshot,
     parts: &Parts,
     path: &str,
     conn: &ConnInfo,
 ) -> Result<Response<Body>, Error> {
-    let trusted = headers::is_trusted(conn.peer.ip(), &rt.config.server.trusted_proxies);
-    let original = original_request(parts, path, &rt.config.auth.verify_path, trusted)?;
+    let trusted = headers::is_trusted(conn.peer.ip(), &snap.config.server.trusted_proxies);
+    let original = original_request(parts, path, &snap.config.auth.verify_path, trusted)?;
     let original_path =
         path::normalize(original.path).map_err(|e| Error::InvalidRequest(e.reason()))?;
-    let identity = match rt.router.find(original.host, &original_path) {
+    let identity = match snap.router.find(original.host, &original_path) {
         None => return Err(Error::NotFound),
         Some(Target::Route(index)) => {
-            let route = rt.router.route(index);
+            let route = snap.router.route(index);
             router::check_method(route, &original.method)?;
-            auth::check_route(rt, gw.store(), route, &parts.headers).await?
+            auth::check_route(snap, gw.store(), route, &parts.headers).await?
         }
         // wxgate's own endpoints check their tokens themselves.
         Some(_) => None,
     };
-    Ok(allowed(identity.as_deref(), &rt.identity))
+    Ok(allowed(identity.as_deref(), &snap.identity))
 }
 
 /// 200 with exactly the identity headers a proxied request would carry.
@@ -97,7 +98,7 @@ fn allowed(identity: Option<&Verified>, names: &IdentityConfig) -> Response<Body
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(who) = identity {
-        headers::inject_identity(headers, who, names);
+        crate::auth::inject_identity(headers, who, names);
     }
     response
 }

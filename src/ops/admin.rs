@@ -10,8 +10,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::body::Body;
-use crate::gateway::Gateway;
+use crate::http::body::Body;
+use crate::state::Gateway;
 
 /// Serves the admin endpoints until the task is dropped.
 pub async fn serve(gw: Gateway, listener: TcpListener) {

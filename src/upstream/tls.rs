@@ -1,6 +1,6 @@
 //! The pooled clients for `https://` upstreams: one per set of trust roots
 //! (the system store, or each distinct `ca_file`), all sharing the plain
-//! client's pool settings. They live in the [`Runtime`](crate::gateway::Runtime),
+//! client's pool settings. They live in the [`Snapshot`](crate::state::Snapshot),
 //! so a reload re-reads CA files and the system store. `http://` routes never
 //! touch them.
 //!
@@ -16,10 +16,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use rustls::RootCertStore;
 
-use crate::body::Body;
 use crate::config::{Config, Upstream};
-use crate::proxy;
-use crate::tls;
+use crate::http::body::Body;
+use crate::server::tls;
 
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
 
@@ -63,7 +62,7 @@ impl HttpsClients {
 }
 
 fn client(config: &Config, roots: Arc<RootCertStore>) -> Result<HttpsClient, String> {
-    let mut tcp = proxy::connector(config);
+    let mut tcp = super::connector(config);
     tcp.enforce_http(false);
     let connector = HttpsConnectorBuilder::new()
         .with_tls_config(tls::client_config(roots)?)
@@ -71,5 +70,5 @@ fn client(config: &Config, roots: Arc<RootCertStore>) -> Result<HttpsClient, Str
         .enable_http1()
         .enable_http2()
         .wrap_connector(tcp);
-    Ok(proxy::pool().build(connector))
+    Ok(super::client_builder().build(connector))
 }

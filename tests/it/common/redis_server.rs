@@ -27,6 +27,8 @@ pub struct RedisServer {
     pub addr: SocketAddr,
     child: Option<Child>,
     dir: TempDir,
+    /// More redis-server arguments (`--requirepass`, say).
+    extra: Vec<String>,
 }
 
 fn binary() -> PathBuf {
@@ -55,12 +57,18 @@ fn free_port() -> SocketAddr {
 impl RedisServer {
     /// A fresh, empty redis-server on a free port.
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// The same, with more redis-server arguments.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         for _ in 0..ATTEMPTS {
             let dir = tempfile::tempdir().expect("temp dir");
             let mut server = RedisServer {
                 addr: free_port(),
                 child: None,
                 dir,
+                extra: extra.iter().map(|a| a.to_string()).collect(),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -82,6 +90,7 @@ impl RedisServer {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(&log)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -90,10 +99,9 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            if self
-                .command(&["PING"])
-                .is_some_and(|r| r.starts_with("+PONG"))
-            {
+            // With a password, the refusal is an answer too.
+            let answer = self.command(&["PING"]);
+            if answer.is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH")) {
                 return Ok(());
             }
             let exited = self

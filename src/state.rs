@@ -238,6 +238,42 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn config(leeway: &str) -> Config {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n\
+             [token]\nleeway = \"{leeway}\"\n[[token.keys]]\nid = \"k1\"\n\
+             secret = \"0123456789abcdef0123456789abcdef\"\n"
+        );
+        Config::parse(&text, std::path::Path::new("t.toml")).unwrap()
+    }
+
+    /// A reload that raises `token.leeway` lets tokens pass longer past
+    /// `exp`: their revocations must be kept as long (issue 16).
+    #[tokio::test]
+    async fn a_reload_that_raises_the_leeway_keeps_revocations_longer() {
+        let gw = Gateway::new(config("30s")).unwrap();
+        let exp = crate::auth::token::now() - 120;
+        let store = gw.store();
+        store
+            .end_session("wx1", "o1", "j-before", exp)
+            .await
+            .unwrap();
+        assert!(!store.is_revoked("j-before").unwrap(), "past exp + 30 s");
+        gw.install(config("10m")).unwrap();
+        store
+            .end_session("wx1", "o1", "j-after", exp)
+            .await
+            .unwrap();
+        assert!(store.is_revoked("j-after").unwrap(), "within exp + 10 min");
+        // Lowered again: what the larger leeway admitted stays covered.
+        gw.install(config("30s")).unwrap();
+        store
+            .end_session("wx1", "o1", "j-lowered", exp)
+            .await
+            .unwrap();
+        assert!(store.is_revoked("j-lowered").unwrap());
+    }
+
     proptest! {
         #[test]
         fn ip_header_is_the_ips_text(v4 in any::<u32>(), v6 in any::<u128>()) {

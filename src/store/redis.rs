@@ -220,6 +220,9 @@ impl RedisStore {
                 .set_password(password.expose());
             info = info.set_redis_settings(settings);
         }
+        // rediss:// builds a rustls client: ring, as everywhere in wxgate
+        // (the WeChat client installs it too, but not with simulate_wechat).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = redis::Client::open(info)
             .map_err(|_| "store.url is not a valid Redis URL".to_owned())?;
         let manager = ConnectionManagerConfig::new()

@@ -467,3 +467,68 @@ async fn redis_holds_no_secret_in_clear_and_every_key_is_under_the_prefix() {
         }
     }
 }
+
+/// `rediss://`: the store over TLS, the server's certificate checked
+/// against the system's trust (here `SSL_CERT_FILE`, which rustls-native-certs
+/// reads), through the real binary.
+#[tokio::test]
+#[ignore = "needs redis-server"]
+async fn the_store_speaks_tls_and_checks_the_certificate() {
+    let ca = crate::common::tls::TestCa::new("wxgate test Redis CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.issue(1).write(dir.path());
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let redis = RedisServer::start_tls(&cert, &key);
+    assert!(redis.url().starts_with("rediss://"));
+    let fake = FakeWeChat::start().await;
+    fake.add_app(APPID, APP_SECRET);
+    let up = Upstream::start().await;
+    let config = format!(
+        "{}{}",
+        base_config(&up.url(), &fake.base_url()),
+        redis_store(&redis.url(), "")
+    );
+    let config = write_config(dir.path(), &config);
+    let login_on = |listen: String, openid: &str| {
+        let code = fake.mint_code(APPID, openid);
+        async move {
+            let answer = client()
+                .post(format!("http://{listen}/auth/login"))
+                .header("content-type", "application/json")
+                .body(json!({ "code": code }).to_string())
+                .send()
+                .await
+                .unwrap();
+            answer.status().as_u16()
+        }
+    };
+
+    let ca_path = ca_file.display().to_string();
+    let mut trusting = Proc::start_with_env(&config, &[("SSL_CERT_FILE", &ca_path)]);
+    let (listen, _) = trusting.addresses();
+    within(Duration::from_secs(10), "a login over rediss://", || {
+        let status = login_on(listen.clone(), "o-alice");
+        async move { status.await == 200 }
+    })
+    .await;
+    trusting.stop();
+
+    // Trusting only another CA: the certificate is refused, so is the login.
+    let other = crate::common::tls::TestCa::new("another CA");
+    let other_file = dir.path().join("other.pem");
+    std::fs::write(&other_file, &other.pem).unwrap();
+    let other_path = other_file.display().to_string();
+    let mut wary = Proc::start_with_env(
+        &config,
+        &[
+            ("SSL_CERT_FILE", &other_path),
+            ("RUST_LOG", "info,wxgate=debug"),
+        ],
+    );
+    let (listen, _) = wary.addresses();
+    let refused = wary.wait_for("the Redis store does not answer");
+    assert!(refused.contains("certificate"), "{refused}");
+    assert_eq!(login_on(listen, "o-bob").await, 503);
+    wary.stop();
+}

@@ -33,10 +33,16 @@ impl Proc {
 
     /// Runs the gateway on `config` with `RUST_LOG=filter`.
     pub fn start_with_log(config: &Path, filter: &str) -> Proc {
+        Self::start_with_env(config, &[("RUST_LOG", filter)])
+    }
+
+    /// Runs the gateway on `config` with these environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", filter)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -29,6 +29,8 @@ pub struct RedisServer {
     dir: TempDir,
     /// More redis-server arguments (`--requirepass`, say).
     extra: Vec<String>,
+    /// Listening with TLS only (`rediss://`).
+    tls: bool,
 }
 
 fn binary() -> PathBuf {
@@ -69,6 +71,7 @@ impl RedisServer {
                 child: None,
                 dir,
                 extra: extra.iter().map(|a| a.to_string()).collect(),
+                tls: false,
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -79,12 +82,47 @@ impl RedisServer {
         panic!("redis-server found no free port in {ATTEMPTS} attempts");
     }
 
+    /// TLS only, with the certificate `cert` and key `key` (PEM files):
+    /// no plain-text port.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> RedisServer {
+        for _ in 0..ATTEMPTS {
+            let mut server = RedisServer {
+                addr: free_port(),
+                child: None,
+                dir: tempfile::tempdir().expect("temp dir"),
+                extra: Vec::new(),
+                tls: true,
+            };
+            server.extra = vec![
+                "--tls-port".into(),
+                server.addr.port().to_string(),
+                "--tls-cert-file".into(),
+                cert.display().to_string(),
+                "--tls-key-file".into(),
+                key.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ];
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("redis-server (TLS) did not start:\n{log}"),
+            }
+        }
+        panic!("redis-server found no free port in {ATTEMPTS} attempts");
+    }
+
     /// Runs redis-server on `self.addr`; Err: its log.
     fn spawn(&mut self) -> Result<(), String> {
         let log = self.dir.path().join("redis.log");
+        let port = if self.tls {
+            "0".to_owned()
+        } else {
+            self.addr.port().to_string()
+        };
         let child = Command::new(binary())
             .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.addr.port().to_string())
+            .arg(port)
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -99,9 +137,16 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            // With a password, the refusal is an answer too.
-            let answer = self.command(&["PING"]);
-            if answer.is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH")) {
+            // With a password, the refusal is an answer too. Over TLS, the
+            // log says it (this harness speaks no TLS).
+            let ready = if self.tls {
+                std::fs::read_to_string(&log)
+                    .is_ok_and(|l| l.contains("Ready to accept connections"))
+            } else {
+                let answer = self.command(&["PING"]);
+                answer.is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
+            };
+            if ready {
                 return Ok(());
             }
             let exited = self
@@ -117,9 +162,10 @@ impl RedisServer {
         }
     }
 
-    /// `redis://127.0.0.1:<port>/0`.
+    /// `redis://127.0.0.1:<port>/0` (`rediss://` over TLS).
     pub fn url(&self) -> String {
-        format!("redis://{}/0", self.addr)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{}/0", self.addr)
     }
 
     /// Kills redis-server (SIGKILL) and waits for it: connections drop at

@@ -19,10 +19,9 @@
 //!   matter.
 //!
 //! Nothing is awaited longer than `store.timeout`. The connection is a
-//! redis-rs `ConnectionManager`, which reconnects by itself; a background
-//! task holds a pub/sub connection, applies revocations as they are
-//! published, reloads the whole set after every (re)connect (merging: a
-//! local entry is never dropped) and writes back entries Redis lost.
+//! redis-rs `ConnectionManager`, which reconnects by itself; [`subscriber`]
+//! holds a pub/sub connection for the revocations; [`scripts`] are the Lua
+//! scripts.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -30,9 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, RedisResult, Script};
+use redis::{IntoConnectionInfo, RedisResult};
 use serde_json::json;
 
 use super::crypto::{decode_key, Sealer};
@@ -43,64 +41,19 @@ use crate::error::Error;
 use crate::login::ratelimit::{client_key, RateLimiter};
 use crate::secret::Secret;
 
+mod scripts;
+mod subscriber;
+
+use scripts::Scripts;
+use subscriber::{subscribe_forever, Subscriber};
+
 /// A session_key outlives its token for the internal API's sake, but a day
 /// bounds what users who never come back leave behind.
 const SESSION_LIFE: Duration = Duration::from_secs(24 * 3600);
 /// How long a transient failure is kept for the replicas waiting on it.
 const TRANSIENT_LIFE: Duration = Duration::from_secs(1);
-/// Revocations read per command when reloading.
-const RELOAD_BATCH: usize = 10_000;
-/// How often the pub/sub connection is checked with a PING.
-const PING_EVERY: Duration = Duration::from_secs(5);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
-
-/// `KEYS[1]` is free: take it for `ARGV[2]` ms. Else its value. A
-/// transient failure is free to a new claimant (`ARGV[3]` = 0), and shown
-/// only to those that were waiting on that exchange.
-const CLAIM: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v and (ARGV[3] == '1' or string.sub(v, 1, 1) ~= 'T') then return v end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-";
-
-/// Replaces `KEYS[1]` only if it is still this claimant's.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-end
-return 0
-";
-
-/// Logout, atomically: revoke (`KEYS[1]`), drop the session (`KEYS[2]`),
-/// tell the other replicas (channel `ARGV[3]`), and forget revocations
-/// whose tokens can no longer be presented (`exp` older than now - leeway).
-const LOGOUT: &str = r"
-redis.replicate_commands()
-local now = tonumber(redis.call('TIME')[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[4])))
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[3], ARGV[2] .. ' ' .. ARGV[1])
-return 1
-";
-
-/// GCRA: `KEYS[1]` holds the theoretical arrival time (µs, Redis's clock).
-/// Returns -1 to admit, else the wait in µs.
-const GCRA: &str = r"
-redis.replicate_commands()
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-if tat - now > tolerance then return tat - now - tolerance end
-local nxt = tat + interval
-redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
-return -1
-";
 
 /// Store operations, for `wxgate_store_errors_total{op}`.
 #[derive(Clone, Copy)]
@@ -172,13 +125,6 @@ impl Names {
     fn rate(&self, client: IpAddr) -> String {
         format!("{}rl:{}", self.prefix, client_key(client))
     }
-}
-
-struct Scripts {
-    claim: Script,
-    release: Script,
-    logout: Script,
-    gcra: Script,
 }
 
 pub(crate) struct RedisStore {
@@ -256,12 +202,7 @@ impl RedisStore {
             on_error: config.on_error,
             health,
             revocations,
-            scripts: Scripts {
-                claim: Script::new(CLAIM),
-                release: Script::new(RELEASE),
-                logout: Script::new(LOGOUT),
-                gcra: Script::new(GCRA),
-            },
+            scripts: Scripts::new(),
             subscriber,
         })
     }
@@ -550,151 +491,6 @@ fn transient_from(text: &[u8]) -> Error {
         ("errcode", Ok(code)) => Error::WeChatError(code),
         ("store", _) => Error::StoreUnavailable,
         _ => Error::Internal,
-    }
-}
-
-/// What the pub/sub task needs.
-struct Subscriber {
-    client: redis::Client,
-    conn: ConnectionManager,
-    names: Arc<Names>,
-    revocations: Arc<Revocations>,
-    health: Arc<Health>,
-    timeout: Duration,
-}
-
-/// Holds the pub/sub connection for the store's life, reconnecting with a
-/// capped backoff.
-async fn subscribe_forever(sub: Subscriber) {
-    let mut pause = RETRY_MIN;
-    loop {
-        let result = sub.subscribed().await;
-        let was_up = sub.health.subscribed.swap(false, Ordering::Relaxed);
-        if let Err(e) = result {
-            if was_up {
-                tracing::warn!(error = %e, "lost the Redis store; reconnecting");
-            }
-            sub.health.failed(Op::Subscribe, &e);
-        }
-        if was_up {
-            pause = RETRY_MIN;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(RETRY_MAX);
-    }
-}
-
-impl Subscriber {
-    async fn bounded<T>(&self, f: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
-        tokio::time::timeout(self.timeout, f)
-            .await
-            .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
-    }
-
-    /// One pub/sub connection's life: subscribe, then reload (so nothing
-    /// published in between is missed), then apply revocations as they
-    /// come until the connection fails.
-    async fn subscribed(&self) -> RedisResult<()> {
-        let mut pubsub = self.bounded(self.client.get_async_pubsub()).await?;
-        self.bounded(pubsub.subscribe(self.names.channel())).await?;
-        let (mut sink, mut stream) = pubsub.split();
-        self.reload().await?;
-        self.health.subscribed.store(true, Ordering::Relaxed);
-        self.health.commands_ok.store(true, Ordering::Relaxed);
-        tracing::info!(
-            revocations = self.revocations.len(),
-            "connected to the Redis store"
-        );
-        let mut ping = tokio::time::interval(PING_EVERY);
-        ping.tick().await;
-        loop {
-            tokio::select! {
-                message = stream.next() => {
-                    let Some(message) = message else {
-                        return Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into());
-                    };
-                    self.apply(message.get_payload_bytes());
-                }
-                _ = ping.tick() => {
-                    self.bounded(sink.ping::<String>()).await?;
-                }
-            }
-        }
-    }
-
-    /// A published revocation: `<exp> <jti>`.
-    fn apply(&self, payload: &[u8]) {
-        let text = std::str::from_utf8(payload).unwrap_or("");
-        let parsed = text
-            .split_once(' ')
-            .and_then(|(exp, jti)| Some((exp.parse::<u64>().ok()?, jti)));
-        match parsed {
-            Some((exp, jti)) => {
-                if self
-                    .revocations
-                    .insert(jti, exp, crate::auth::token::now())
-                    .is_err()
-                {
-                    tracing::error!("the revocation list is full (store.capacity): logins are refused until tokens expire");
-                }
-            }
-            None => tracing::warn!("ignored a malformed message on the revocation channel"),
-        }
-    }
-
-    /// Merges Redis's revocations into memory, then writes back the ones
-    /// Redis lost (flushed, or restarted without persistence).
-    async fn reload(&self) -> RedisResult<()> {
-        let mut conn = self.conn.clone();
-        let key = self.names.revoked();
-        let now = crate::auth::token::now();
-        let mut offset = 0;
-        loop {
-            let batch: Vec<(String, u64)> = self
-                .bounded(
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(&key)
-                        .arg(now.saturating_sub(self.revocations.leeway()))
-                        .arg("+inf")
-                        .arg("WITHSCORES")
-                        .arg("LIMIT")
-                        .arg(offset)
-                        .arg(RELOAD_BATCH)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            for (jti, exp) in &batch {
-                if self.revocations.insert(jti, *exp, now).is_err() {
-                    tracing::error!("the revocation list is full (store.capacity): logins are refused until tokens expire");
-                    break;
-                }
-            }
-            if batch.len() < RELOAD_BATCH {
-                break;
-            }
-            offset += batch.len();
-        }
-        let in_redis: u64 = self
-            .bounded(redis::cmd("ZCARD").arg(&key).query_async(&mut conn))
-            .await?;
-        if in_redis >= self.revocations.len() {
-            return Ok(());
-        }
-        let entries = self.revocations.entries();
-        tracing::info!(
-            known = entries.len(),
-            in_redis,
-            "writing back revocations the Redis store lost"
-        );
-        for chunk in entries.chunks(1000) {
-            let mut cmd = redis::cmd("ZADD");
-            cmd.arg(&key).arg("NX");
-            for (jti, exp) in chunk {
-                cmd.arg(*exp).arg(jti);
-            }
-            self.bounded(cmd.query_async::<()>(&mut conn)).await?;
-        }
-        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! wxgate's own endpoints: login (code → WeChat → session store → token),
 //! session (the server side of `wx.checkSession`) and logout.
 //!
-//! One WeChat call per code, across replicas too: see [`flight`].
+//! One WeChat call per code, across replicas too: see `flight.rs`.
 
 pub mod ratelimit;
 

@@ -4,13 +4,13 @@
 //! the code's life, so a retried code is answered without a second WeChat
 //! call; and the login rate limit's budgets.
 //!
-//! [`Store`] is the one interface, with two backends: [`memory`] (one
-//! process; never fails) and [`redis`] (shared by every replica; any call
+//! [`Store`] is the one interface, with two backends: `memory` (one
+//! process; never fails) and `redis` (shared by every replica; any call
 //! that reaches Redis can fail with [`StoreError`]). Login, logout, auth and
 //! the rate limiter do not know which one runs.
 //!
 //! Whichever the backend, every replica keeps the revocations in memory
-//! ([`revocations`]): the check on a proxied request never waits on
+//! (`revocations`): the check on a proxied request never waits on
 //! anything else.
 
 pub(crate) mod crypto;

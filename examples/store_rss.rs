@@ -12,11 +12,10 @@
 //!
 //! Linux only (reads /proc).
 
-use std::sync::Arc;
-
 use wxgate::auth::token::{now, Keys};
+use wxgate::config::StoreConfig;
 use wxgate::secret::Secret;
-use wxgate::store::{CodeOutcome, MemoryStore, SessionStore, Store, UserSession};
+use wxgate::store::{Claim, CodeOutcome, Settle, Store, UserSession};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -42,7 +41,11 @@ async fn main() {
     let n: u64 = std::env::args()
         .nth(1)
         .map_or(200_000, |n| n.parse().expect("a count"));
-    let store = Store::Memory(Arc::new(MemoryStore::new(n)));
+    let store = Store::new(&StoreConfig {
+        capacity: n,
+        redis: None,
+    })
+    .expect("a memory store");
     let appid = "wx0123456789abcdef";
     let exp = now() + 7200;
     // Distinct texts of the real lengths: openid and unionid 28 characters,
@@ -57,7 +60,10 @@ async fn main() {
             session_key: Secret::new(text("k", i, 24)),
             unionid: Some(text("u", i, 28)),
         };
-        store.put_session(appid, &text("o", i, 28), session).await;
+        store
+            .put_session(appid, &text("o", i, 28), session)
+            .await
+            .expect("the memory store never fails");
     }
     rows.push((
         "session (openid, session_key, unionid)",
@@ -66,7 +72,12 @@ async fn main() {
 
     let base = rss_kib();
     for i in 0..n {
-        store.revoke(&text("j", i, 22), exp).await;
+        // (A logout: the revocation, and the session dropped, which these
+        // users never had.)
+        store
+            .end_session(appid, &text("x", i, 28), &text("j", i, 22), exp)
+            .await
+            .expect("room for every revocation");
     }
     rows.push(("revocation (jti, expiry)", measure(&store, base)));
 
@@ -78,9 +89,15 @@ async fn main() {
             lifetime: 7200,
             issued_ms: now() * 1000,
         };
+        let code = text("c", i, 32);
+        let hold = std::time::Duration::from_secs(5);
+        let Ok(Claim::Mine(lease)) = store.claim_code(appid, &code, hold, false).await else {
+            panic!("a new code is free to take");
+        };
         store
-            .put_code_outcome(appid, &text("c", i, 32), outcome)
-            .await;
+            .settle_code(appid, &code, lease, Settle::Answered(&outcome))
+            .await
+            .expect("the memory store never fails");
     }
     rows.push((
         "login code (code, the token answered)",
@@ -121,7 +138,7 @@ async fn main() {
     let counts = store.counts().expect("the memory store counts");
     assert_eq!(
         (counts.sessions, counts.revocations),
-        (n, n),
+        (Some(n), n),
         "entries evicted"
     );
     println!("{n} entries of each kind, store.capacity = {n}");

@@ -66,6 +66,8 @@ pub enum Error {
     /// code's 401, since the caller is a backend, not the token holder.
     #[error("the phone code is invalid or expired")]
     PhoneCodeInvalid,
+    #[error("the session store is unavailable")]
+    StoreUnavailable,
 }
 
 impl Error {
@@ -101,6 +103,7 @@ impl Error {
             DecryptFailed => (StatusCode::UNPROCESSABLE_ENTITY, "decrypt_failed"),
             WatermarkMismatch => (StatusCode::UNPROCESSABLE_ENTITY, "watermark_mismatch"),
             PhoneCodeInvalid => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_code"),
+            StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         }
     }
 
@@ -155,6 +158,7 @@ impl Error {
             PhoneCodeInvalid => {
                 "WeChat refused the phone code (invalid, expired or used)".to_owned()
             }
+            StoreUnavailable => "the session store cannot answer now; try again shortly".to_owned(),
         }
     }
 

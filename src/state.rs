@@ -198,7 +198,8 @@ struct Inner {
 
 impl Gateway {
     pub fn new(config: Config) -> Result<Gateway, String> {
-        let store = Store::new(&config.store);
+        let store = Store::new(&config.store)?;
+        store.note_leeway(config.token.leeway);
         let pools = Pools::new(crate::upstream::connect_timeout(&config));
         let metrics = Arc::new(Metrics::default());
         Ok(Gateway {
@@ -226,6 +227,8 @@ impl Gateway {
 
     /// Puts `config` in force for every request that starts from now on.
     pub fn install(&self, config: Config) -> Result<(), String> {
+        // Before the new leeway admits anything: revocations outlive it.
+        self.inner.store.note_leeway(config.token.leeway);
         let next = Snapshot::new(
             config,
             Some(&self.snapshot()),
@@ -265,6 +268,42 @@ impl Gateway {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn config(leeway: &str) -> Config {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[[apps]]\nappid = \"wx1\"\nsecret = \"s\"\n\
+             [token]\nleeway = \"{leeway}\"\n[[token.keys]]\nid = \"k1\"\n\
+             secret = \"0123456789abcdef0123456789abcdef\"\n"
+        );
+        Config::parse(&text, std::path::Path::new("t.toml")).unwrap()
+    }
+
+    /// A reload that raises `token.leeway` lets tokens pass longer past
+    /// `exp`: their revocations must be kept as long (issue 16).
+    #[tokio::test]
+    async fn a_reload_that_raises_the_leeway_keeps_revocations_longer() {
+        let gw = Gateway::new(config("30s")).unwrap();
+        let exp = crate::auth::token::now() - 120;
+        let store = gw.store();
+        store
+            .end_session("wx1", "o1", "j-before", exp)
+            .await
+            .unwrap();
+        assert!(!store.is_revoked("j-before").unwrap(), "past exp + 30 s");
+        gw.install(config("10m")).unwrap();
+        store
+            .end_session("wx1", "o1", "j-after", exp)
+            .await
+            .unwrap();
+        assert!(store.is_revoked("j-after").unwrap(), "within exp + 10 min");
+        // Lowered again: what the larger leeway admitted stays covered.
+        gw.install(config("30s")).unwrap();
+        store
+            .end_session("wx1", "o1", "j-lowered", exp)
+            .await
+            .unwrap();
+        assert!(store.is_revoked("j-lowered").unwrap());
+    }
 
     proptest! {
         #[test]

@@ -486,3 +486,62 @@ async fn the_internal_api_leaks_nothing() {
     }
     seen.check();
 }
+
+/// The Redis store's password and encryption key, and what it stores,
+/// stay out of the log (redis-rs's own events included) and the answers,
+/// through logins, a logout, Redis going away and coming back.
+#[tokio::test]
+#[ignore = "needs redis-server"]
+async fn the_redis_store_leaks_nothing() {
+    use common::redis_server::RedisServer;
+    const PASSWORD: &str = "redis-password-do-not-leak-42";
+    const STORE_KEY: &str = "c3RvcmUta2V5LWRvLW5vdC1sZWFrLTAxMjM0NTY3ODk=";
+    log();
+    let mut seen = Seen::default();
+    base_secrets(&mut seen);
+    seen.secret("the Redis password", PASSWORD);
+    seen.secret("the store encryption key", STORE_KEY);
+    let mut redis = RedisServer::start_with(&["--requirepass", PASSWORD]);
+    let store = format!(
+        "\n[store]\nbackend = \"redis\"\nurl = \"{}\"\npassword = \"{PASSWORD}\"\n\
+         timeout = \"300ms\"\nencryption_key = \"{STORE_KEY}\"\n",
+        redis.url()
+    );
+    let s = Setup::with(|c| format!("{c}{store}")).await;
+    let code = s.fake.mint_code(APPID, "o-ruth");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let token = loop {
+        let answer = s.login(&code).await;
+        if answer.status == 200 {
+            break seen.login_ok("login with the Redis store", answer);
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", answer.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    seen.session_keys(&s.fake, APPID, &["o-ruth"]);
+    // The retried code's answer is that same token.
+    let retry = s.login(&code).await;
+    assert_eq!(retry.token(), token);
+    seen.answers
+        .push(("retry".into(), retry, Some(token.clone())));
+    redis.kill();
+    let answer = logout(&s.gw, Some(&token)).await;
+    answer.assert_error(503, "store_unavailable");
+    seen.answer("logout, Redis down", answer);
+    redis.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = logout(&s.gw, Some(&token)).await;
+        if answer.status == 204 {
+            seen.answer("logout", answer);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", answer.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        log().text().contains("redis"),
+        "redis-rs's events were not captured"
+    );
+    seen.check();
+}

@@ -14,7 +14,7 @@ use crate::auth::token::TokenError;
 use crate::config::{AuthMode, IdentityConfig, RouteConfig, TokenHeader};
 use crate::error::Error;
 use crate::state::Snapshot;
-use crate::store::{SessionStore, Store};
+use crate::store::Store;
 use token::Verified;
 
 /// `Authorization` carrying a bare value: a token sent without its scheme.
@@ -103,7 +103,7 @@ pub async fn verify(
             )));
         }
     }
-    if store.is_revoked(&verified.jti).await {
+    if store.is_revoked(&verified.jti)? {
         return Err(Error::Token(TokenError::Revoked));
     }
     Ok(verified)

@@ -476,20 +476,106 @@ impl<'a> Builder<'a> {
     }
 
     fn store(&self, s: RawStore) -> Result<StoreConfig> {
-        match s.backend.as_ref().map_or("memory", |b| b.0.as_str()) {
-            "memory" => {}
-            other => {
-                return Err(self.err(
-                    "store.backend",
-                    format!("`{other}` is not available in this version; use \"memory\""),
-                ))
-            }
-        }
         let capacity = s.capacity.unwrap_or(defaults::STORE_CAPACITY);
         if capacity == 0 {
             return Err(self.err("store.capacity", "must be at least 1"));
         }
-        Ok(StoreConfig { capacity })
+        let redis = match s.backend.as_ref().map_or("memory", |b| b.0.as_str()) {
+            "memory" => {
+                let set = [
+                    ("url", s.url.is_some()),
+                    (
+                        "password",
+                        s.password.is_some() || s.password_file.is_some(),
+                    ),
+                    ("key_prefix", s.key_prefix.is_some()),
+                    ("timeout", s.timeout.is_some()),
+                    ("on_error", s.on_error.is_some()),
+                    (
+                        "encryption_key",
+                        s.encryption_key.is_some() || s.encryption_key_file.is_some(),
+                    ),
+                ];
+                if let Some((key, _)) = set.iter().find(|(_, set)| *set) {
+                    return Err(
+                        self.err(format!("store.{key}"), "only used with backend = \"redis\"")
+                    );
+                }
+                None
+            }
+            "redis" => Some(self.redis_store(s)?),
+            other => {
+                return Err(self.err(
+                    "store.backend",
+                    format!("`{other}`: expected \"memory\" or \"redis\""),
+                ))
+            }
+        };
+        Ok(StoreConfig { capacity, redis })
+    }
+
+    /// Checked without connecting: `wxgate check` runs this too.
+    fn redis_store(&self, s: RawStore) -> Result<RedisConfig> {
+        let url = s
+            .url
+            .ok_or_else(|| self.err("store.url", "required with backend = \"redis\""))?
+            .0;
+        // The URL is a secret (it may carry a password): never echoed.
+        let scheme = url.expose().split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("redis" | "rediss")) {
+            return Err(self.err("store.url", "must start with redis:// or rediss:// (TLS)"));
+        }
+        if redis::Client::open(url.expose()).is_err() {
+            return Err(self.err("store.url", "is not a valid Redis URL"));
+        }
+        let password = match (s.password, s.password_file) {
+            (None, None) => None,
+            (password, file) => Some(self.secret("store.password", password, file)?),
+        };
+        let encryption_key = match (s.encryption_key, s.encryption_key_file) {
+            (None, None) => {
+                return Err(self.err(
+                    "store.encryption_key",
+                    "required with backend = \"redis\": base64 of 32 random bytes \
+                     (e.g. `openssl rand -base64 32`), or encryption_key_file",
+                ))
+            }
+            (key, file) => self.secret("store.encryption_key", key, file)?,
+        };
+        if crate::store::crypto::decode_key(&encryption_key).is_none() {
+            return Err(self.err(
+                "store.encryption_key",
+                "must be base64 of exactly 32 bytes (e.g. `openssl rand -base64 32`)",
+            ));
+        }
+        let key_prefix = s
+            .key_prefix
+            .map_or_else(|| defaults::STORE_KEY_PREFIX.to_owned(), |p| p.0);
+        if key_prefix.is_empty() || key_prefix.len() > 64 {
+            return Err(self.err("store.key_prefix", "must be 1 to 64 characters"));
+        }
+        let timeout = self.duration("store.timeout", s.timeout, defaults::STORE_TIMEOUT)?;
+        if timeout.is_zero() {
+            return Err(self.err("store.timeout", "must be more than 0"));
+        }
+        let on_error = match s.on_error.as_ref().map_or("open", |o| o.0.as_str()) {
+            "open" => OnStoreError::Open,
+            "closed" => OnStoreError::Closed,
+            other => {
+                return Err(self.err(
+                    "store.on_error",
+                    format!("`{other}`: expected \"open\" or \"closed\""),
+                ))
+            }
+        };
+        Ok(RedisConfig {
+            url,
+            password,
+            key_prefix,
+            timeout,
+            on_error,
+            encryption_key,
+        })
     }
 
     fn log(&self, l: RawLog) -> Result<LogConfig> {

@@ -58,6 +58,8 @@ pub mod defaults {
     pub const UNIONID_HEADER: &str = "X-WX-UnionID";
     pub const APPID_HEADER: &str = "X-WX-AppID";
     pub const STORE_CAPACITY: u64 = 1_000_000;
+    pub const STORE_KEY_PREFIX: &str = "wxgate:";
+    pub const STORE_TIMEOUT: &str = "500ms";
     pub const LOG_LEVEL: &str = "info";
     pub const INTERNAL_LISTEN: &str = "127.0.0.1:9402";
     pub const INTERNAL_ALLOW: [&str; 2] = ["127.0.0.0/8", "::1/128"];
@@ -255,9 +257,38 @@ pub struct IdentityConfig {
     pub appid_header: HeaderName,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
+    /// Most entries of each kind kept in memory (the revocations every
+    /// replica keeps included, whichever the backend).
     pub capacity: u64,
+    /// `Some` with `backend = "redis"`.
+    pub redis: Option<RedisConfig>,
+}
+
+/// The Redis backend's settings (`[store]` with `backend = "redis"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://`; a secret because it may carry a password.
+    pub url: Secret,
+    /// Overrides a password in the URL.
+    pub password: Option<Secret>,
+    /// Every key and channel wxgate uses starts with it.
+    pub key_prefix: String,
+    /// The longest wait for one Redis command (and for a connection).
+    pub timeout: Duration,
+    pub on_error: OnStoreError,
+    /// 32 bytes: seals what wxgate writes to Redis, keys the code hashes.
+    pub encryption_key: Secret,
+}
+
+/// What a proxied request gets while Redis cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Checked against the revocations already known.
+    Open,
+    /// 503 `store_unavailable`.
+    Closed,
 }
 
 /// `[internal]`: the API that lends the access_token and decrypts for the

@@ -117,6 +117,14 @@ pub struct RawIdentity {
 pub struct RawStore {
     pub backend: Option<Str>,
     pub capacity: Option<u64>,
+    pub url: Option<SecretStr>,
+    pub password: Option<SecretStr>,
+    pub password_file: Option<Str>,
+    pub key_prefix: Option<Str>,
+    pub timeout: Option<Str>,
+    pub on_error: Option<Str>,
+    pub encryption_key: Option<SecretStr>,
+    pub encryption_key_file: Option<Str>,
 }
 
 #[derive(Deserialize)]

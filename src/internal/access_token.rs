@@ -11,7 +11,11 @@ use crate::http::body::Body;
 use crate::wechat::access_token::Current;
 
 pub(super) async fn get(call: &Call<'_>) -> Result<http::Response<Body>, Error> {
-    let current = call.gw.tokens().get(&call.rt.wechat_api, call.app).await?;
+    let current = call
+        .gw
+        .tokens()
+        .get(&call.snap.wechat_api, call.app)
+        .await?;
     Ok(answer(&current))
 }
 
@@ -33,7 +37,7 @@ pub(super) async fn invalidate(
     let current = call
         .gw
         .tokens()
-        .invalidate(&call.rt.wechat_api, call.app, &refused.access_token)
+        .invalidate(&call.snap.wechat_api, call.app, &refused.access_token)
         .await?;
     Ok(answer(&current))
 }

@@ -112,18 +112,18 @@ fn route(path: &str) -> Option<(&str, Endpoint<'_>)> {
 
 async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let start = Instant::now();
-    let rt = gw.snapshot();
+    let snap = gw.snapshot();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let routed = route(&path);
     let mut admitted = false;
-    let result = match &rt.config.internal {
+    let result = match &snap.config.internal {
         // A reload cannot remove the listener; refuse everyone instead.
         None => Err(Error::Forbidden),
         Some(config) => match admit(config, peer, req.headers()) {
             Ok(()) => {
                 admitted = true;
-                dispatch(gw, &rt, config, routed, req).await
+                dispatch(gw, &snap, config, routed, req).await
             }
             Err(e) => Err(e),
         },
@@ -142,7 +142,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Respo
     let status = response.status().as_u16();
     let label = routed.map_or("none", |(_, e)| e.label());
     gw.metrics().internal_request(label, status);
-    if rt.config.log.access {
+    if snap.config.log.access {
         // What the path names is logged only for an admitted caller: a
         // refused one does not get to write into the log.
         let named = routed.filter(|_| admitted);
@@ -194,13 +194,13 @@ fn admit(
 
 async fn dispatch(
     gw: &Gateway,
-    rt: &Snapshot,
+    snap: &Snapshot,
     config: &InternalConfig,
     routed: Option<(&str, Endpoint<'_>)>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let (appid, endpoint) = routed.ok_or(Error::NotFound)?;
-    let app = rt
+    let app = snap
         .config
         .apps
         .iter()
@@ -213,7 +213,7 @@ async fn dispatch(
     }
     let call = Call {
         gw,
-        rt,
+        snap,
         config,
         app,
     };
@@ -230,7 +230,7 @@ async fn dispatch(
 /// What every endpoint works with.
 struct Call<'a> {
     gw: &'a Gateway,
-    rt: &'a Snapshot,
+    snap: &'a Snapshot,
     config: &'a InternalConfig,
     app: &'a AppConfig,
 }
@@ -250,7 +250,7 @@ impl Call<'_> {
         };
         self.gw
             .tokens()
-            .with_token(&self.rt.wechat_api, self.app, refused, |token| {
+            .with_token(&self.snap.wechat_api, self.app, refused, |token| {
                 let answer = api(token);
                 async move { Ok(answer.await) }
             })

@@ -25,7 +25,7 @@ pub(super) async fn phone_number(
     if code.is_empty() || code.len() > 512 {
         return Err(Error::InvalidRequest("code must be a getPhoneNumber code"));
     }
-    let wechat = &call.rt.wechat_api;
+    let wechat = &call.snap.wechat_api;
     let answer = call
         .wechat_json(|token| {
             let code = &code;

@@ -37,7 +37,7 @@ pub(super) async fn relay(
         content_type: parts.headers.get(CONTENT_TYPE).cloned(),
         body: body::read(request_body, call.config.max_body).await?,
     };
-    let wechat = &call.rt.wechat_api;
+    let wechat = &call.snap.wechat_api;
     let cap = call.config.max_body;
     let answer = call
         .gw

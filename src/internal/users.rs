@@ -12,7 +12,6 @@ use super::{body, json, Call};
 use crate::error::Error;
 use crate::http::body::Body;
 use crate::secret::Secret;
-use crate::store::SessionStore;
 use crate::wechat::api::api_error;
 use crate::wechat::crypt::{self, CryptError};
 use crate::wechat::WeChatError;
@@ -53,7 +52,7 @@ pub(super) async fn decrypt(
 
 /// The user's latest session_key, from the store.
 async fn stored_key(call: &Call<'_>, openid: &str) -> Result<Secret, Error> {
-    let session = call.gw.store().session(&call.app.appid, openid).await;
+    let session = call.gw.store().session(&call.app.appid, openid).await?;
     Ok(session.ok_or(Error::SessionUnknown)?.session_key)
 }
 
@@ -83,7 +82,7 @@ fn check_watermark(
 
 pub(super) async fn session(call: &Call<'_>, openid: &str) -> Result<http::Response<Body>, Error> {
     let signature = crypt::checksession_signature(stored_key(call, openid).await?.expose());
-    let wechat = &call.rt.wechat_api;
+    let wechat = &call.snap.wechat_api;
     let answer = call
         .wechat_json(|token| {
             let signature = &signature;

@@ -1,10 +1,7 @@
 //! wxgate's own endpoints: login (code → WeChat → session store → token),
 //! session (the server side of `wx.checkSession`) and logout.
 //!
-//! One WeChat call per code: requests with the same code share the exchange
-//! in flight, and a definitive answer is remembered for the code's life. The
-//! exchange runs in its own task, so a client that hangs up mid-login cannot
-//! cancel it and cause a second call that WeChat would answer with 40163.
+//! One WeChat call per code, across replicas too: see `flight.rs`.
 
 pub mod ratelimit;
 
@@ -12,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, REFERER};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -24,10 +20,12 @@ use crate::auth::token;
 use crate::error::Error;
 use crate::http::body::Body;
 use crate::http::headers::client_ip;
-use crate::secret::Secret;
-use crate::state::{ConnInfo, Gateway, InFlight, Snapshot};
-use crate::store::{CodeOutcome, SessionStore, UserSession};
-use crate::wechat::{self, WeChatError};
+use crate::state::{ConnInfo, Gateway, Snapshot};
+use crate::store::CodeOutcome;
+use crate::wechat::WeChatError;
+use flight::now_ms;
+
+mod flight;
 
 /// The login body is tiny: `{"code": "...", "appid": "..."}`.
 pub const MAX_LOGIN_BODY: usize = 4 * 1024;
@@ -57,7 +55,7 @@ pub async fn login(
             &parts.headers,
             &snap.config.server.trusted_proxies,
         );
-        if let Err(wait) = limiter.check(ip) {
+        if let Err(wait) = gw.store().rate_check(limiter, ip).await? {
             return Err(Error::RateLimited {
                 retry_after_secs: wait.as_secs_f64().ceil() as u64,
             });
@@ -86,7 +84,9 @@ pub async fn login(
     let code = valid_code(&request.code)?;
     let appid = select_app(snap, request.appid.as_deref(), &parts.headers)?;
 
-    let outcome = exchange_once(gw, snap, appid, code).await?;
+    // A token that could not be revoked is not handed out.
+    gw.store().can_log_in()?;
+    let outcome = flight::exchange_once(gw, snap, appid, code).await?;
     match outcome {
         CodeOutcome::Token {
             access_token,
@@ -96,7 +96,7 @@ pub async fn login(
         } => {
             // Logged out since: the code's session is over, and WeChat would
             // answer 40163 to the code now.
-            if gw.store().is_revoked(&jti).await {
+            if gw.store().is_revoked(&jti)? {
                 return Err(Error::CodeUsed);
             }
             let body = serde_json::json!({
@@ -188,123 +188,6 @@ pub fn referer_appid(referer: &str) -> Option<&str> {
     (page == "page-frame.html" && parts.next().is_none() && !appid.is_empty()).then_some(appid)
 }
 
-/// The remembered outcome for (appid, code), or the one exchange in flight,
-/// or a new exchange.
-async fn exchange_once(
-    gw: &Gateway,
-    snap: &Arc<Snapshot>,
-    appid: &str,
-    code: &str,
-) -> Result<CodeOutcome, Error> {
-    let store = gw.store();
-    if let Some(outcome) = store.code_outcome(appid, code).await {
-        return Ok(outcome);
-    }
-    let key = (appid.to_owned(), code.to_owned());
-    let flight: InFlight = {
-        let mut logins = gw.logins().lock().expect("login map lock");
-        // Checked again under the lock: a finished exchange stores its
-        // outcome before it leaves the map, so one of the two has it.
-        if let Some(outcome) = store.code_outcome(appid, code).now_or_never().flatten() {
-            return Ok(outcome);
-        }
-        logins
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let task = tokio::spawn(run_exchange(gw.clone(), snap.clone(), key));
-                async move { task.await.unwrap_or(Err(Error::Internal)) }
-                    .boxed()
-                    .shared()
-            })
-            .clone()
-    };
-    flight.await
-}
-
-async fn run_exchange(
-    gw: Gateway,
-    snap: Arc<Snapshot>,
-    key: (String, String),
-) -> Result<CodeOutcome, Error> {
-    let (appid, code) = (&key.0, &key.1);
-    let started = std::time::Instant::now();
-    let result = match &snap.wechat {
-        Some(client) => {
-            let secret = snap
-                .config
-                .apps
-                .iter()
-                .find(|a| &a.appid == appid)
-                .map(|a| &a.secret)
-                .expect("selected from the config");
-            client.code2session(appid, secret, code).await
-        }
-        None => wechat::simulate(code),
-    };
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    if snap.wechat.is_some() {
-        let errcode = match &result {
-            Err(WeChatError::Errcode(code)) => Some(*code),
-            _ => None,
-        };
-        gw.metrics().wechat_call(started.elapsed(), errcode);
-    }
-    let outcome = match result {
-        Ok(session) => {
-            let minted = snap.keys.mint(
-                &session.openid,
-                appid,
-                session.unionid.as_deref(),
-                snap.keys.ttl(),
-                token::now(),
-            );
-            match minted {
-                Ok((access_token, claims)) => {
-                    let openid = snap.openid_log.field(&session.openid);
-                    tracing::info!(appid = %appid, openid, elapsed_ms, "login");
-                    gw.store()
-                        .put_session(
-                            appid,
-                            &session.openid,
-                            UserSession {
-                                session_key: session.session_key,
-                                unionid: session.unionid,
-                            },
-                        )
-                        .await;
-                    Ok(CodeOutcome::Token {
-                        access_token: Secret::new(access_token),
-                        lifetime: claims.exp.saturating_sub(claims.iat),
-                        issued_ms: now_ms(),
-                        jti: claims.jti,
-                    })
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot sign a token");
-                    Err(Error::Internal)
-                }
-            }
-        }
-        Err(e) => {
-            let mapped = map_wechat_error(&e);
-            tracing::warn!(appid = %appid, error = %e, elapsed_ms, code = %mapped.code(), "login refused");
-            match mapped {
-                Error::InvalidCode | Error::CodeUsed | Error::UserBlocked => {
-                    Ok(CodeOutcome::Refused(mapped))
-                }
-                transient => Err(transient),
-            }
-        }
-    };
-    if let Ok(definitive) = &outcome {
-        gw.store()
-            .put_code_outcome(appid, code, definitive.clone())
-            .await;
-    }
-    gw.logins().lock().expect("login map lock").remove(&key);
-    outcome
-}
-
 /// The contract's table from WeChat errcode to our error.
 pub fn map_wechat_error(e: &WeChatError) -> Error {
     match e {
@@ -342,7 +225,7 @@ pub async fn session(
         None => gw
             .store()
             .session(verified.appid_str(), verified.openid_str())
-            .await
+            .await?
             .and_then(|s| s.unionid),
     };
     if let Some(unionid) = unionid {
@@ -362,11 +245,15 @@ pub async fn logout(
         return Err(Error::MethodNotAllowed(HeaderValue::from_static("POST")));
     }
     let verified = authenticate(gw, snap, parts).await?;
-    let store = gw.store();
-    store.revoke(&verified.jti, verified.exp).await;
-    store
-        .drop_session(verified.appid_str(), verified.openid_str())
-        .await;
+    // 204 only once the revocation is stored (in Redis, for every replica).
+    gw.store()
+        .end_session(
+            verified.appid_str(),
+            verified.openid_str(),
+            &verified.jti,
+            verified.exp,
+        )
+        .await?;
     tracing::info!(
         appid = %verified.appid_str(),
         openid = snap.openid_log.field(verified.openid_str()),
@@ -385,12 +272,6 @@ async fn authenticate(
     let token = auth::extract_token(&parts.headers, &snap.config.auth.token_header)?
         .ok_or(Error::MissingToken)?;
     auth::verify(snap, gw.store(), token, None).await
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn json_response(status: StatusCode, body: String) -> Response<Body> {

@@ -66,7 +66,9 @@ fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
                     .as_ref()
                     .and_then(|tls| tls.not_after),
             };
-            let mut response = Response::new(Body::full(gw.metrics().encode(&sampled)));
+            let mut text = gw.metrics().encode(&sampled);
+            gw.store().encode_metrics(&mut text);
+            let mut response = Response::new(Body::full(text));
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -477,10 +477,12 @@ impl Metrics {
         if let Some(counts) = sampled.store {
             for (kind, n) in [
                 (STORE_SESSIONS, counts.sessions),
-                (STORE_REVOCATIONS, counts.revocations),
+                (STORE_REVOCATIONS, Some(counts.revocations)),
                 (STORE_CODES, counts.codes),
             ] {
-                self.store_entries.with_label_values(&[kind]).set(unix(n));
+                if let Some(n) = n {
+                    self.store_entries.with_label_values(&[kind]).set(unix(n));
+                }
             }
         }
         let mut families = self.registry.gather();

@@ -115,12 +115,8 @@ pub fn keep_startup_settings(new: &mut Config, old: &Config) -> Vec<&'static str
         (None, Some(_)) => changed.push("internal (turned off: refused until a restart)"),
         _ => {}
     }
-    keep(
-        &mut changed,
-        "store.capacity",
-        &mut new.store.capacity,
-        &old.store.capacity,
-    );
+    // The store outlives configs: its backend and size are fixed at start.
+    keep(&mut changed, "store", &mut new.store, &old.store);
     let log = |c: &Config| {
         (
             c.log.level.clone(),

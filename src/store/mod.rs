@@ -1,24 +1,33 @@
 //! The session store: what wxgate remembers between requests. Per user, the
 //! `session_key` WeChat handed out (never sent anywhere); revoked token ids
-//! until their expiry; and the answer given for each login code during the
-//! code's life, so a retried code is answered without a second WeChat call.
+//! until their tokens expire; the answer given for each login code during
+//! the code's life, so a retried code is answered without a second WeChat
+//! call; and the login rate limit's budgets.
 //!
-//! [`SessionStore`] is the interface; [`Store`] dispatches to a backend
-//! without boxing, so the revocation check on every request costs one cache
-//! look-up. A shared backend is one more `Store` variant: the login and auth
-//! code only see `Store`.
+//! [`Store`] is the one interface, with two backends: `memory` (one
+//! process; never fails) and `redis` (shared by every replica; any call
+//! that reaches Redis can fail with [`StoreError`]). Login, logout, auth and
+//! the rate limiter do not know which one runs.
+//!
+//! Whichever the backend, every replica keeps the revocations in memory
+//! (`revocations`): the check on a proxied request never waits on
+//! anything else.
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+pub(crate) mod crypto;
+pub(crate) mod memory;
+pub(crate) mod redis;
+pub(crate) mod revocations;
+
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use moka::sync::Cache;
-use moka::Expiry;
+use std::time::Duration;
 
 use crate::config::StoreConfig;
 use crate::error::Error;
 use crate::secret::Secret;
+use memory::MemoryStore;
+use redis::RedisStore;
+use revocations::Revocations;
 
 /// What WeChat told us about a user at their last login.
 #[derive(Clone, Debug)]
@@ -47,261 +56,248 @@ pub enum CodeOutcome {
 /// A login code's life at WeChat: remembered this long after its first use.
 pub const CODE_LIFE: Duration = Duration::from_secs(5 * 60);
 
-/// The operations a session backend provides.
-pub trait SessionStore: Send + Sync {
-    fn put_session(
+/// The store could not answer: a login or logout is refused with 503
+/// `store_unavailable` rather than answered as if it had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Redis did not answer within `store.timeout`, or refused.
+    #[error("the Redis store did not answer")]
+    Unavailable,
+    /// The revocation set holds `store.capacity` live entries.
+    #[error("the revocation list is full (store.capacity)")]
+    Full,
+}
+
+impl From<StoreError> for Error {
+    fn from(_: StoreError) -> Error {
+        Error::StoreUnavailable
+    }
+}
+
+/// The answer to "may I exchange this code?".
+#[derive(Debug)]
+pub enum Claim {
+    /// Yours: call WeChat, then [`Store::settle_code`].
+    Mine(Lease),
+    /// Already answered.
+    Done(CodeOutcome),
+    /// Another replica is exchanging it: ask again shortly.
+    Busy,
+    /// The exchange this claimant waited on failed for a transient reason.
+    Failed(Error),
+}
+
+/// Proof of a claim, handed back when settling it (with Redis, the value
+/// only this claimant wrote).
+#[derive(Debug)]
+pub struct Lease(pub(crate) Option<String>);
+
+/// How a claimed code ended.
+pub enum Settle<'a> {
+    Answered(&'a CodeOutcome),
+    /// Not remembered: the client may send the code again.
+    Transient(&'a Error),
+}
+
+/// What [`Store::counts`] reports; `None` where the backend keeps them
+/// elsewhere (Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// Users whose session_key is kept.
+    pub sessions: Option<u64>,
+    /// Revoked token ids not yet expired.
+    pub revocations: u64,
+    /// Login codes whose answer is remembered (for [`CODE_LIFE`]).
+    pub codes: Option<u64>,
+}
+
+/// The configured backend: a cheap-clone handle.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    revocations: Arc<Revocations>,
+    backend: Backend,
+}
+
+enum Backend {
+    Memory(MemoryStore),
+    Redis(Box<RedisStore>),
+}
+
+impl Store {
+    /// Starts the backend. With Redis this never waits: the connection is
+    /// made (and remade) in the background, and calls fail meanwhile.
+    pub fn new(config: &StoreConfig) -> Result<Store, String> {
+        let revocations = Arc::new(Revocations::new(config.capacity));
+        let backend = match &config.redis {
+            None => Backend::Memory(MemoryStore::new(config.capacity)),
+            Some(redis) => Backend::Redis(Box::new(RedisStore::new(redis, revocations.clone())?)),
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                revocations,
+                backend,
+            }),
+        })
+    }
+
+    /// The token settings in force (at start and after each reload):
+    /// revocations are kept until `exp` plus the largest leeway seen.
+    pub fn note_leeway(&self, leeway: Duration) {
+        self.inner.revocations.note_leeway(leeway);
+    }
+
+    /// Whether `jti` was revoked: memory only, never a network round trip.
+    /// `Err` only with Redis, `on_error = "closed"` and Redis unreachable.
+    pub fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        if let Backend::Redis(redis) = &self.inner.backend {
+            redis.check_closed()?;
+        }
+        Ok(self.inner.revocations.contains(jti))
+    }
+
+    /// Refuses new logins while a token they mint could not be revoked.
+    pub fn can_log_in(&self) -> Result<(), StoreError> {
+        if self.inner.revocations.is_full(crate::auth::token::now()) {
+            return Err(StoreError::Full);
+        }
+        Ok(())
+    }
+
+    /// Logout: refuses `jti` until its token expires (on every replica) and
+    /// drops the user's session_key. `Ok` only once the revocation is stored.
+    pub async fn end_session(
+        &self,
+        appid: &str,
+        openid: &str,
+        jti: &str,
+        exp: u64,
+    ) -> Result<(), StoreError> {
+        let now = crate::auth::token::now();
+        let revocations = &self.inner.revocations;
+        if revocations.is_full(now) {
+            return Err(StoreError::Full);
+        }
+        match &self.inner.backend {
+            Backend::Memory(m) => m.drop_session(appid, openid),
+            Backend::Redis(r) => r.end_session(appid, openid, jti, exp).await?,
+        }
+        revocations
+            .insert(jti, exp, now)
+            .map_err(|_| StoreError::Full)
+    }
+
+    pub async fn put_session(
         &self,
         appid: &str,
         openid: &str,
         session: UserSession,
-    ) -> impl Future<Output = ()> + Send;
-    fn session(
+    ) -> Result<(), StoreError> {
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                m.put_session(appid, openid, session);
+                Ok(())
+            }
+            Backend::Redis(r) => r.put_session(appid, openid, &session).await,
+        }
+    }
+
+    pub async fn session(
         &self,
         appid: &str,
         openid: &str,
-    ) -> impl Future<Output = Option<UserSession>> + Send;
-    fn drop_session(&self, appid: &str, openid: &str) -> impl Future<Output = ()> + Send;
-    /// Refuses `jti` until `exp` (Unix seconds).
-    fn revoke(&self, jti: &str, exp: u64) -> impl Future<Output = ()> + Send;
-    fn is_revoked(&self, jti: &str) -> impl Future<Output = bool> + Send;
-    fn code_outcome(
-        &self,
-        appid: &str,
-        code: &str,
-    ) -> impl Future<Output = Option<CodeOutcome>> + Send;
-    fn put_code_outcome(
-        &self,
-        appid: &str,
-        code: &str,
-        outcome: CodeOutcome,
-    ) -> impl Future<Output = ()> + Send;
-}
-
-/// The configured backend.
-#[derive(Clone)]
-pub enum Store {
-    Memory(Arc<MemoryStore>),
-}
-
-impl Store {
-    pub fn new(config: &StoreConfig) -> Store {
-        Store::Memory(Arc::new(MemoryStore::new(config.capacity)))
+    ) -> Result<Option<UserSession>, StoreError> {
+        match &self.inner.backend {
+            Backend::Memory(m) => Ok(m.session(appid, openid)),
+            Backend::Redis(r) => r.session(appid, openid).await,
+        }
     }
 
-    /// How many sessions, revocations and login codes the store holds, for the metrics
-    /// (read when scraped, never per request); `None` when a backend cannot
-    /// tell without a round trip.
+    /// Claims the exchange of (appid, code) for `hold`: at most one holder
+    /// at a time across every replica sharing the store. A holder that dies
+    /// blocks the code for no longer than `hold`. `waited`: this claimant
+    /// saw the code busy before, and shares a transient failure.
+    pub async fn claim_code(
+        &self,
+        appid: &str,
+        code: &str,
+        hold: Duration,
+        waited: bool,
+    ) -> Result<Claim, StoreError> {
+        match &self.inner.backend {
+            Backend::Memory(m) => Ok(m.claim_code(appid, code)),
+            Backend::Redis(r) => r.claim_code(appid, code, hold, waited).await,
+        }
+    }
+
+    /// Records how a claimed exchange ended, for the other claimants.
+    pub async fn settle_code(
+        &self,
+        appid: &str,
+        code: &str,
+        lease: Lease,
+        settle: Settle<'_>,
+    ) -> Result<(), StoreError> {
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                m.settle_code(appid, code, settle);
+                Ok(())
+            }
+            Backend::Redis(r) => r.settle_code(appid, code, lease, settle).await,
+        }
+    }
+
+    /// The login rate limit for `client` (keyed per IPv4 address or IPv6
+    /// /64): `Ok(Err(wait))` to refuse. With Redis, one budget for all
+    /// replicas, timed by Redis's clock.
+    pub async fn rate_check(
+        &self,
+        limiter: &crate::login::ratelimit::RateLimiter,
+        client: IpAddr,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        match &self.inner.backend {
+            Backend::Memory(_) => Ok(limiter.check(client)),
+            Backend::Redis(r) => r.rate_check(limiter, client).await,
+        }
+    }
+
+    /// How many sessions, revocations and login codes the store holds, for
+    /// the metrics (read when scraped, never per request). Every replica
+    /// holds the revocations; what lives in Redis is not counted (that
+    /// would be a round trip per scrape).
     pub fn counts(&self) -> Option<StoreCounts> {
-        match self {
-            Store::Memory(store) => Some(store.counts()),
+        let revocations = self.inner.revocations.len();
+        Some(match &self.inner.backend {
+            Backend::Memory(m) => {
+                let (sessions, codes) = m.counts();
+                StoreCounts {
+                    sessions: Some(sessions),
+                    revocations,
+                    codes: Some(codes),
+                }
+            }
+            Backend::Redis(_) => StoreCounts {
+                sessions: None,
+                revocations,
+                codes: None,
+            },
+        })
+    }
+
+    /// `wxgate_store_up` and `wxgate_store_errors_total`, appended to the
+    /// metrics text.
+    pub fn encode_metrics(&self, out: &mut String) {
+        match &self.inner.backend {
+            Backend::Memory(_) => {
+                out.push_str(
+                    "# HELP wxgate_store_up 1 while the store answers.\n\
+                     # TYPE wxgate_store_up gauge\nwxgate_store_up 1\n",
+                );
+            }
+            Backend::Redis(r) => r.encode_metrics(out),
         }
-    }
-}
-
-/// What [`Store::counts`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreCounts {
-    /// Users whose session_key is kept.
-    pub sessions: u64,
-    /// Revoked token ids not yet expired.
-    pub revocations: u64,
-    /// Login codes whose answer is remembered (for [`CODE_LIFE`]).
-    pub codes: u64,
-}
-
-macro_rules! dispatch {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
-            Store::Memory($store) => $call,
-        }
-    };
-}
-
-impl SessionStore for Store {
-    async fn put_session(&self, appid: &str, openid: &str, session: UserSession) {
-        dispatch!(self, s => s.put_session(appid, openid, session).await)
-    }
-    async fn session(&self, appid: &str, openid: &str) -> Option<UserSession> {
-        dispatch!(self, s => s.session(appid, openid).await)
-    }
-    async fn drop_session(&self, appid: &str, openid: &str) {
-        dispatch!(self, s => s.drop_session(appid, openid).await)
-    }
-    async fn revoke(&self, jti: &str, exp: u64) {
-        dispatch!(self, s => s.revoke(jti, exp).await)
-    }
-    async fn is_revoked(&self, jti: &str) -> bool {
-        dispatch!(self, s => s.is_revoked(jti).await)
-    }
-    async fn code_outcome(&self, appid: &str, code: &str) -> Option<CodeOutcome> {
-        dispatch!(self, s => s.code_outcome(appid, code).await)
-    }
-    async fn put_code_outcome(&self, appid: &str, code: &str, outcome: CodeOutcome) {
-        dispatch!(self, s => s.put_code_outcome(appid, code, outcome).await)
-    }
-}
-
-/// In-process, bounded in entries (`store.capacity` per kind) and in time.
-pub struct MemoryStore {
-    sessions: Cache<(String, String), UserSession>,
-    /// jti → expiry (Unix seconds); each entry lives until its token would.
-    /// Keys are jtis wxgate generated, so foldhash's speed costs nothing.
-    revoked: Cache<String, u64, foldhash::fast::RandomState>,
-    /// Set before the first revocation: until then, no lookup is needed.
-    any_revoked: AtomicBool,
-    codes: Cache<(String, String), CodeOutcome>,
-}
-
-/// Keeps a revoked jti exactly as long as its token could still be presented.
-struct UntilExp;
-
-impl Expiry<String, u64> for UntilExp {
-    fn expire_after_create(&self, _: &String, exp: &u64, _: Instant) -> Option<Duration> {
-        let now = crate::auth::token::now();
-        // The leeway lets an expired token pass for a while; keep it covered.
-        Some(Duration::from_secs(exp.saturating_sub(now) + 3600))
-    }
-}
-
-impl MemoryStore {
-    pub fn new(capacity: u64) -> MemoryStore {
-        MemoryStore {
-            // A session_key is only useful with a live token; a day bounds
-            // memory for users who never come back.
-            sessions: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(Duration::from_secs(24 * 3600))
-                .build(),
-            revoked: Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(UntilExp)
-                .build_with_hasher(foldhash::fast::RandomState::default()),
-            any_revoked: AtomicBool::new(false),
-            codes: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(CODE_LIFE)
-                .build(),
-        }
-    }
-}
-
-impl MemoryStore {
-    /// Exact counts: the caches' pending inserts and evictions are applied
-    /// first (cheap next to a scrape's other work).
-    pub fn counts(&self) -> StoreCounts {
-        self.sessions.run_pending_tasks();
-        self.revoked.run_pending_tasks();
-        self.codes.run_pending_tasks();
-        StoreCounts {
-            sessions: self.sessions.entry_count(),
-            revocations: self.revoked.entry_count(),
-            codes: self.codes.entry_count(),
-        }
-    }
-}
-
-fn key(a: &str, b: &str) -> (String, String) {
-    (a.to_owned(), b.to_owned())
-}
-
-impl SessionStore for MemoryStore {
-    async fn put_session(&self, appid: &str, openid: &str, session: UserSession) {
-        self.sessions.insert(key(appid, openid), session);
-    }
-    async fn session(&self, appid: &str, openid: &str) -> Option<UserSession> {
-        self.sessions.get(&key(appid, openid))
-    }
-    async fn drop_session(&self, appid: &str, openid: &str) {
-        self.sessions.invalidate(&key(appid, openid));
-    }
-    async fn revoke(&self, jti: &str, exp: u64) {
-        // Before the entry: a lookup that skips on `false` happened before
-        // this revocation began.
-        self.any_revoked.store(true, Ordering::Release);
-        self.revoked.insert(jti.to_owned(), exp);
-    }
-    async fn is_revoked(&self, jti: &str) -> bool {
-        self.any_revoked.load(Ordering::Acquire) && self.revoked.contains_key(jti)
-    }
-    async fn code_outcome(&self, appid: &str, code: &str) -> Option<CodeOutcome> {
-        self.codes.get(&key(appid, code))
-    }
-    async fn put_code_outcome(&self, appid: &str, code: &str, outcome: CodeOutcome) {
-        self.codes.insert(key(appid, code), outcome);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn sessions_revocations_and_codes() {
-        let store = Store::Memory(Arc::new(MemoryStore::new(100)));
-        let s = UserSession {
-            session_key: Secret::new("k1"),
-            unionid: Some("u".into()),
-        };
-        store.put_session("wx1", "o1", s).await;
-        assert_eq!(
-            store
-                .session("wx1", "o1")
-                .await
-                .unwrap()
-                .session_key
-                .expose(),
-            "k1"
-        );
-        assert!(store.session("wx2", "o1").await.is_none());
-        let s2 = UserSession {
-            session_key: Secret::new("k2"),
-            unionid: None,
-        };
-        store.put_session("wx1", "o1", s2).await;
-        assert_eq!(
-            store
-                .session("wx1", "o1")
-                .await
-                .unwrap()
-                .session_key
-                .expose(),
-            "k2"
-        );
-        store.drop_session("wx1", "o1").await;
-        assert!(store.session("wx1", "o1").await.is_none());
-
-        assert!(!store.is_revoked("j1").await);
-        store.revoke("j1", crate::auth::token::now() + 60).await;
-        assert!(store.is_revoked("j1").await);
-
-        assert!(store.code_outcome("wx1", "c").await.is_none());
-        store
-            .put_code_outcome("wx1", "c", CodeOutcome::Refused(Error::CodeUsed))
-            .await;
-        assert!(matches!(
-            store.code_outcome("wx1", "c").await,
-            Some(CodeOutcome::Refused(Error::CodeUsed))
-        ));
-        assert!(store.code_outcome("wx2", "c").await.is_none());
-    }
-
-    #[test]
-    fn capacity_bounds_memory() {
-        let store = MemoryStore::new(50);
-        for i in 0..1000 {
-            store.sessions.insert(
-                key("wx", &format!("o{i}")),
-                UserSession {
-                    session_key: Secret::new("k"),
-                    unionid: None,
-                },
-            );
-        }
-        store.sessions.run_pending_tasks();
-        assert!(
-            store.sessions.entry_count() <= 50,
-            "{}",
-            store.sessions.entry_count()
-        );
     }
 }

@@ -119,6 +119,34 @@ fn check_exits_2_on_every_invalid_fixture() {
 }
 
 #[test]
+fn check_validates_the_redis_store_without_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    // A TEST-NET address nothing answers on: a connection attempt would hang.
+    let store = "\n[store]\nbackend = \"redis\"\n\
+                 url = \"redis://:url-password-do-not-leak@192.0.2.1:6379/0\"\n";
+    let key = "encryption_key = \"c3RvcmUta2V5LWRvLW5vdC1sZWFrLTAxMjM0NTY3ODk=\"\n";
+    let good = format!("{}{store}{key}", run_config("http://127.0.0.1:9000"));
+    let path = write_config(dir.path(), &good);
+    let started = std::time::Instant::now();
+    let text = stdout_of_success(&["check", "--config"], &path);
+    assert!(text.contains("is valid"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(!text.contains("url-password-do-not-leak"), "{text}");
+
+    // No encryption key: refused, naming the key, never echoing the URL.
+    let path = write_config(dir.path(), &good.replace(key, ""));
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("store.encryption_key"), "{err}");
+    assert!(!err.contains("url-password-do-not-leak"), "{err}");
+}
+
+#[test]
 fn config_path_falls_back_to_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &run_config("http://127.0.0.1:9000"));

@@ -57,6 +57,30 @@ fn resolve_port(port: &Value, ports: &HashMap<String, i64>) -> i64 {
     }
 }
 
+/// Replicas that each remember alone are not one gateway (issue 13).
+fn replicas_share_a_store(deployment: &Value, wx: &Wxgate) {
+    let replicas = deployment
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    if replicas > 1 {
+        assert!(
+            wx.config.store.redis.is_some(),
+            "{replicas} replicas on the memory store: more than one replica needs the Redis store"
+        );
+    }
+}
+
+/// A value of the shape wxgate expects for a Secret's `key`.
+fn stand_in(key: &str) -> String {
+    match key {
+        // base64 of 32 bytes
+        "store_key" => "c3RhbmQtaW4tc3RvcmUta2V5LTAxMjM0NTY3ODlhYmM=".to_owned(),
+        _ if key.ends_with("_url") => "rediss://wxgate@stand-in.invalid:6380/0".to_owned(),
+        _ => format!("stand-in-for-{key}-0123456789abcdef0123456789"),
+    }
+}
+
 /// Checks the wxgate container of `deployment` against its mounted config,
 /// which it loads the way wxgate would inside the pod.
 fn wxgate_in(k: &Kustomization, deployment: &Value) -> Wxgate {
@@ -99,8 +123,7 @@ fn wxgate_in(k: &Kustomization, deployment: &Value) -> Wxgate {
                     keys.iter().any(|k| k == key),
                     "Secret {name} has no key {key}"
                 );
-                let stand_in = format!("stand-in-for-{key}-0123456789abcdef0123456789");
-                std::fs::write(dir.join(str_at(item, "/path")), stand_in).unwrap();
+                std::fs::write(dir.join(str_at(item, "/path")), stand_in(key)).unwrap();
             }
         }
         mounts.push(at.to_owned());
@@ -125,8 +148,26 @@ fn wxgate_in(k: &Kustomization, deployment: &Value) -> Wxgate {
     let env: HashMap<String, String> = array_at(c, "/env")
         .iter()
         .map(|e| {
-            let value = e.get("value").and_then(Value::as_str).unwrap_or("from-k8s");
-            (str_at(e, "/name").to_owned(), value.to_owned())
+            let value = match e.pointer("/valueFrom/secretKeyRef") {
+                Some(from) => {
+                    let (name, key) = (str_at(from, "/name"), str_at(from, "/key"));
+                    let keys = k
+                        .secrets
+                        .get(name)
+                        .unwrap_or_else(|| panic!("no generated Secret {name}"));
+                    assert!(
+                        keys.iter().any(|k| k == key),
+                        "Secret {name} has no key {key}"
+                    );
+                    stand_in(key)
+                }
+                None => e
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .unwrap_or("from-k8s")
+                    .to_owned(),
+            };
+            (str_at(e, "/name").to_owned(), value)
         })
         .collect();
     let config = Config::parse_with_env(&text, &mirrored, Some(env))
@@ -285,6 +326,7 @@ fn sidecar_pod_matches_its_gateway_toml() {
     let k = kustomization("sidecar");
     let deployment = k.one("Deployment");
     let wx = wxgate_in(&k, deployment);
+    replicas_share_a_store(deployment, &wx);
     check_service(&k, deployment, &wx);
     check_network_policy(&k, deployment, &wx);
     check_memory_limit(deployment, &wx);
@@ -318,6 +360,7 @@ fn standalone_deployment_service_and_pdb_agree() {
     let k = kustomization("standalone");
     let deployment = k.one("Deployment");
     let wx = wxgate_in(&k, deployment);
+    replicas_share_a_store(deployment, &wx);
     check_service(&k, deployment, &wx);
     check_network_policy(&k, deployment, &wx);
     check_memory_limit(deployment, &wx);

@@ -12,7 +12,6 @@ use crate::common::fake_wechat::{FakeWeChat, Fault};
 use crate::common::login_flow::*;
 use crate::common::upstream::Upstream;
 use crate::common::*;
-use wxgate::store::SessionStore;
 
 /// Decodes a raw query string as the fake (and WeChat) reads it.
 fn query_pairs(query: &str) -> Vec<(String, String)> {
@@ -539,22 +538,30 @@ async fn an_unknown_appid_is_400() {
 async fn a_new_login_replaces_the_stored_session_key() {
     let s = Setup::start().await;
     let store = s.gw.gw.store();
-    assert!(store.session(APPID, "o-alice").await.is_none());
+    assert!(store.session(APPID, "o-alice").await.unwrap().is_none());
 
     s.login_as("o-alice").await;
     let first = s.fake.session_key(APPID, "o-alice").unwrap();
-    let stored = store.session(APPID, "o-alice").await.expect("stored");
+    let stored = store
+        .session(APPID, "o-alice")
+        .await
+        .unwrap()
+        .expect("stored");
     assert_eq!(stored.session_key.expose(), first);
 
     let rotated = s.fake.rotate_session_key(APPID, "o-alice");
     assert_ne!(rotated, first);
     s.login_as("o-alice").await;
-    let stored = store.session(APPID, "o-alice").await.expect("stored");
+    let stored = store
+        .session(APPID, "o-alice")
+        .await
+        .unwrap()
+        .expect("stored");
     assert_eq!(stored.session_key.expose(), rotated);
 
     // Per app and user: another user's login leaves it alone.
     s.login_as("o-bob").await;
-    let stored = store.session(APPID, "o-alice").await.unwrap();
+    let stored = store.session(APPID, "o-alice").await.unwrap().unwrap();
     assert_eq!(stored.session_key.expose(), rotated);
 }
 

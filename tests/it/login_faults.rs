@@ -10,7 +10,6 @@ use crate::common::fake_wechat::{FakeWeChat, Fault};
 use crate::common::login_flow::*;
 use crate::common::upstream::Upstream;
 use crate::common::*;
-use wxgate::store::SessionStore;
 
 /// Logs in with a fresh valid code after queueing `fault`.
 async fn login_with_fault(s: &Setup, fault: Fault) -> Answer {
@@ -69,7 +68,14 @@ async fn errcode_40226_is_user_blocked() {
     s.fake.block_user(APPID, "o-mallory");
     let code = s.fake.mint_code(APPID, "o-mallory");
     s.login(&code).await.assert_error(403, "user_blocked");
-    assert!(s.gw.gw.store().code_outcome(APPID, &code).await.is_some());
+    let claim =
+        s.gw.gw
+            .store()
+            .claim_code(APPID, &code, Duration::from_secs(1), false);
+    assert!(matches!(
+        claim.await.unwrap(),
+        wxgate::store::Claim::Done(_)
+    ));
 }
 
 #[tokio::test]
@@ -227,13 +233,21 @@ async fn an_openid_that_would_split_a_header_is_refused() {
     let answer = login_with_fault(&s, Fault::Raw(raw_answer.into())).await;
     answer.assert_error(503, "wechat_unavailable");
     assert!(answer.json().get("access_token").is_none());
-    assert!(s.gw.gw.store().session(APPID, "o-eve").await.is_none());
+    assert!(s
+        .gw
+        .gw
+        .store()
+        .session(APPID, "o-eve")
+        .await
+        .unwrap()
+        .is_none());
     assert!(s
         .gw
         .gw
         .store()
         .session(APPID, "o-eve\r\nX-WX-OpenID: admin")
         .await
+        .unwrap()
         .is_none());
     // Nothing reached the upstream either.
     assert!(s.up.requests().is_empty());

@@ -6,7 +6,6 @@ use serde_json::json;
 
 use crate::common::login_flow::*;
 use crate::common::*;
-use wxgate::store::SessionStore;
 
 fn assert_challenge(answer: &Answer, refused_token: bool) {
     let challenge = answer.header("www-authenticate").expect("WWW-Authenticate");
@@ -82,7 +81,7 @@ async fn logout_revokes_the_token_and_drops_the_session_key() {
     let s = Setup::start().await;
     let token = s.login_as("o-alice").await;
     let store = s.gw.gw.store();
-    assert!(store.session(APPID, "o-alice").await.is_some());
+    assert!(store.session(APPID, "o-alice").await.unwrap().is_some());
     assert_eq!(get(&s.gw, "/api/x", Some(&token)).await.status, 200);
 
     let answer = logout(&s.gw, Some(&token)).await;
@@ -98,7 +97,7 @@ async fn logout_revokes_the_token_and_drops_the_session_key() {
     logout(&s.gw, Some(&token))
         .await
         .assert_error(401, "token_revoked");
-    assert!(store.session(APPID, "o-alice").await.is_none());
+    assert!(store.session(APPID, "o-alice").await.unwrap().is_none());
     assert_eq!(s.up.requests().len(), 1, "only the request before logout");
 }
 
@@ -135,7 +134,14 @@ async fn logout_without_a_valid_token_is_401() {
         .await
         .assert_error(401, "invalid_token");
     // Nothing was revoked or dropped by the refused logouts.
-    assert!(s.gw.gw.store().session(APPID, "o-alice").await.is_some());
+    assert!(s
+        .gw
+        .gw
+        .store()
+        .session(APPID, "o-alice")
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(get(&s.gw, "/api/x", Some(&token)).await.status, 200);
 }
 
@@ -177,7 +183,14 @@ async fn simulated_wechat_logs_in_dev_codes_without_calling_wechat() {
     assert_eq!(session.json()["openid"], "alice");
     assert_eq!(get(&s.gw, "/api/x", Some(&token)).await.status, 200);
     assert_eq!(s.up.last().unwrap().header("x-wx-openid"), Some("alice"));
-    assert!(s.gw.gw.store().session(APPID, "alice").await.is_some());
+    assert!(s
+        .gw
+        .gw
+        .store()
+        .session(APPID, "alice")
+        .await
+        .unwrap()
+        .is_some());
 
     // A real code is not a dev code: refused, and still no WeChat call.
     let real = s.fake.mint_code(APPID, "o-alice");
@@ -219,7 +232,14 @@ async fn a_code_replayed_after_logout_does_not_hand_out_the_revoked_token() {
     let answer = s.login(&code).await;
     answer.assert_error(401, "code_used");
     assert_eq!(s.fake.calls_for_code(&code), 1, "no second WeChat call");
-    assert!(s.gw.gw.store().session(APPID, "o-alice").await.is_none());
+    assert!(s
+        .gw
+        .gw
+        .store()
+        .session(APPID, "o-alice")
+        .await
+        .unwrap()
+        .is_none());
 
     // A fresh code logs the user in again.
     let fresh = s.login_as("o-alice").await;

@@ -13,6 +13,7 @@ pub mod manifests;
 pub mod nginx;
 pub mod process;
 pub mod prom;
+pub mod redis_server;
 pub mod tls;
 pub mod upstream;
 

@@ -33,10 +33,16 @@ impl Proc {
 
     /// Runs the gateway on `config` with `RUST_LOG=filter`.
     pub fn start_with_log(config: &Path, filter: &str) -> Proc {
+        Self::start_with_env(config, &[("RUST_LOG", filter)])
+    }
+
+    /// Runs the gateway on `config` with these environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", filter)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -116,6 +122,20 @@ impl Proc {
             Ok(Ok(Some(code))) => code,
             other => panic!("did not exit cleanly: {other:?}"),
         }
+    }
+
+    /// Waits for the process to end however it ends (killed by a signal,
+    /// say); 20 s at most.
+    pub fn wait_exit_any(&mut self) {
+        let mut child = self.child.take().expect("waited once");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        assert!(
+            matches!(rx.recv_timeout(Duration::from_secs(20)), Ok(Ok(_))),
+            "did not exit"
+        );
     }
 
     /// Stops the process with SIGTERM and returns every line it wrote.

@@ -197,7 +197,7 @@ async fn logins_leak_nothing_on_any_path() {
     seen.session_keys(&s.fake, APPID, &["o-alice", "o-bob", "o-mallory"]);
 
     // WeChat too slow.
-    let slow = Setup::with(|c| c.replace("timeout = \"2s\"", "timeout = \"300ms\"")).await;
+    let slow = Setup::with(|c| c.edit("timeout = \"2s\"", "timeout = \"300ms\"")).await;
     let code = slow.fake.mint_code(APPID, "o-carol");
     slow.fake.push_fault(Fault::Delay(Duration::from_secs(3)));
     let answer = slow.login(&code).await;
@@ -221,7 +221,7 @@ async fn logins_leak_nothing_on_any_path() {
     seen.answer("40013", answer);
 
     // WeChat unreachable.
-    let closed = closed_port().await;
+    let closed = closed_port();
     let down = TestGateway::start(&base_config(&up.url(), &format!("http://{closed}"))).await;
     let answer = login(&down, json!({ "code": "some-code-0123456789" })).await;
     answer.assert_error(503, "wechat_unavailable");
@@ -316,7 +316,7 @@ async fn the_internal_api_leaks_nothing() {
     seen.secret("a wrong internal token", wrong);
 
     let t = Internal::with(&with_token(), |c| {
-        c.replace("timeout = \"2s\"", "timeout = \"500ms\"")
+        c.edit("timeout = \"2s\"", "timeout = \"500ms\"")
     })
     .await;
     // (what, reply, may it carry an access_token?)
@@ -509,15 +509,12 @@ async fn the_redis_store_leaks_nothing() {
     );
     let s = Setup::with(|c| format!("{c}{store}")).await;
     let code = s.fake.mint_code(APPID, "o-ruth");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let token = loop {
+    let answer = eventually(Duration::from_secs(10), "a login with Redis up", || async {
         let answer = s.login(&code).await;
-        if answer.status == 200 {
-            break seen.login_ok("login with the Redis store", answer);
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", answer.body);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (answer.status == 200).then_some(answer)
+    })
+    .await;
+    let token = seen.login_ok("login with the Redis store", answer);
     seen.session_keys(&s.fake, APPID, &["o-ruth"]);
     // The retried code's answer is that same token.
     let retry = s.login(&code).await;
@@ -529,16 +526,16 @@ async fn the_redis_store_leaks_nothing() {
     answer.assert_error(503, "store_unavailable");
     seen.answer("logout, Redis down", answer);
     redis.restart();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = logout(&s.gw, Some(&token)).await;
-        if answer.status == 204 {
-            seen.answer("logout", answer);
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", answer.body);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let answer = eventually(
+        Duration::from_secs(10),
+        "a logout once Redis is back",
+        || async {
+            let answer = logout(&s.gw, Some(&token)).await;
+            (answer.status == 204).then_some(answer)
+        },
+    )
+    .await;
+    seen.answer("logout", answer);
     assert!(
         log().text().contains("redis"),
         "redis-rs's events were not captured"

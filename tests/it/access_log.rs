@@ -241,7 +241,7 @@ fn openid_field(line: &str, format: &str) -> Option<String> {
 async fn the_access_log_can_be_turned_off_or_filtered() {
     let up = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let base = base_config(&up.url(), "http://127.0.0.1:9");
+    let base = base_config(&up.url(), &nowhere());
     for (extra, filter) in [
         ("\n[log]\naccess = false\n", "info"),
         ("", "info,wxgate::access=off"),
@@ -311,7 +311,7 @@ async fn request_ids_from_untrusted_peers_are_replaced() {
 async fn a_trusted_proxy_keeps_a_sane_request_id() {
     let up = Upstream::start().await;
     let toml = set(
-        &base_config(&up.url(), "http://127.0.0.1:9"),
+        &base_config(&up.url(), &nowhere()),
         "[server]",
         "trusted_proxies = [\"127.0.0.1/32\"]",
     );

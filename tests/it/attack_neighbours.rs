@@ -27,7 +27,7 @@ async fn assert_still_serving(gw: &TestGateway) {
 
 #[tokio::test]
 async fn every_wechat_fault_gets_its_status_in_bounded_time() {
-    let s = Setup::with(|c| c.replace("timeout = \"2s\"", "timeout = \"400ms\"")).await;
+    let s = Setup::with(|c| c.edit("timeout = \"2s\"", "timeout = \"400ms\"")).await;
     let faults = [
         (Fault::Delay(Duration::from_secs(3)), 504, "wechat_timeout"),
         // The head at once, then a byte every 100 ms: the timeout covers
@@ -98,7 +98,7 @@ async fn every_wechat_fault_gets_its_status_in_bounded_time() {
 #[tokio::test]
 async fn wechat_down_is_503_in_bounded_time() {
     let up = Upstream::start().await;
-    let closed = closed_port().await;
+    let closed = closed_port();
     let gw = TestGateway::start(&base_config(&up.url(), &format!("http://{closed}"))).await;
     let started = Instant::now();
     let answer =

@@ -19,12 +19,12 @@ use tokio::task::JoinHandle;
 const BOUND: Duration = Duration::from_secs(10);
 
 fn with_server(up: &Upstream, wechat: &str, keys: &str) -> String {
-    base_config(&up.url(), wechat).replace("[server]\n", &format!("[server]\n{keys}\n"))
+    base_config(&up.url(), wechat).edit("[server]\n", &format!("[server]\n{keys}\n"))
 }
 
 /// A gateway with these `[server]` keys and no WeChat.
 async fn gateway_with_server(up: &Upstream, keys: &str) -> TestGateway {
-    TestGateway::start(&with_server(up, "http://127.0.0.1:9", keys)).await
+    TestGateway::start(&with_server(up, &nowhere(), keys)).await
 }
 
 /// A healthy request that must succeed while the abuse goes on.
@@ -257,7 +257,7 @@ async fn black_hole() -> (tokio::net::TcpListener, Vec<TcpStream>) {
 async fn the_upstream_connect_timeout_bounds_a_hanging_connect() {
     let up = Upstream::start().await;
     let (hole, _held) = black_hole().await;
-    let toml = with_server(&up, "http://127.0.0.1:9", "connect_timeout = \"300ms\"").replace(
+    let toml = with_server(&up, &nowhere(), "connect_timeout = \"300ms\"").edit(
         "[[routes]]\npath = \"/public\"",
         &format!(
             "[[routes]]\npath = \"/dark\"\nupstream = \"http://{}\"\nauth = \"none\"\ntimeout = \"30s\"\n\n[[routes]]\npath = \"/public\"",

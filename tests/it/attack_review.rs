@@ -80,7 +80,7 @@ async fn request_trailers_pass_the_same_per_peer_filter_as_the_head() {
     // A custom token header, not forwarded (the default).
     let gw = gateway_with(&up, "").await;
     let config = base_config(&up.url(), "http://127.0.0.1:1")
-        .replace("[auth]\n", "[auth]\ntoken_header = \"X-Token\"\n");
+        .edit("[auth]\n", "[auth]\ntoken_header = \"X-Token\"\n");
     let custom = TestGateway::start(&config).await;
     for (gw, trailer_names) in [
         (&gw, "X-Real-IP, Forwarded, X_Real_IP, X-Checksum"),

@@ -290,7 +290,7 @@ mod stripping {
         static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
         FIXTURE.get_or_init(|| {
             let config = wxgate::Config::parse_with_env(
-                &base_config("http://127.0.0.1:9", "http://127.0.0.1:9"),
+                &base_config(&nowhere(), &nowhere()),
                 std::path::Path::new("p.toml"),
                 Some(Default::default()),
             )

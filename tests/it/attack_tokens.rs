@@ -264,10 +264,10 @@ async fn crit_and_key_fetching_headers_are_refused_and_nothing_is_fetched() {
 
     // The bait counts: one connection of our own shows up.
     let _probe = tokio::net::TcpStream::connect(bait.addr).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while bait.hits() == 0 && tokio::time::Instant::now() < deadline {
-        tokio::task::yield_now().await;
-    }
+    eventually(Duration::from_secs(5), "the probe counted", || async {
+        (bait.hits() > 0).then_some(())
+    })
+    .await;
     assert_eq!(bait.hits(), 1);
 }
 
@@ -318,7 +318,7 @@ async fn megabyte_tokens_are_refused_without_reaching_the_upstream() {
     );
 
     // Allowed in by a 1 MiB head limit, the token itself is refused.
-    let toml = base_config(&up.url(), "http://127.0.0.1:9").replace(
+    let toml = base_config(&up.url(), &nowhere()).edit(
         "shutdown_grace = \"5s\"",
         "shutdown_grace = \"5s\"\nmax_header_bytes = 1048576",
     );

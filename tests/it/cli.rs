@@ -17,7 +17,7 @@ fn stdout_of_success(args: &[&str], config: &Path) -> String {
 }
 
 fn run_config(upstream: &str) -> String {
-    base_config(upstream, "http://127.0.0.1:9")
+    base_config(upstream, &nowhere())
 }
 
 #[test]
@@ -42,7 +42,7 @@ fn check_prints_the_route_table_and_exits_0() {
 #[test]
 fn a_bad_config_exits_2_naming_file_and_key_without_the_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let text = run_config("http://127.0.0.1:9000").replace(JWT_SECRET, "short-secret-value");
+    let text = run_config("http://127.0.0.1:9000").edit(JWT_SECRET, "short-secret-value");
     let path = write_config(dir.path(), &text);
     for args in [&["check"][..], &[][..], &["token", "--openid", "o"][..]] {
         let out = Command::new(BIN)
@@ -61,7 +61,7 @@ fn a_bad_config_exits_2_naming_file_and_key_without_the_secret() {
     }
     // The case: an unquoted 32-digit secret (read as an i128).
     let digits = "12345678901234567890123456789012";
-    let text = run_config("http://127.0.0.1:9000").replace(&format!("\"{JWT_SECRET}\""), digits);
+    let text = run_config("http://127.0.0.1:9000").edit(&format!("\"{JWT_SECRET}\""), digits);
     assert!(text.contains(&format!("secret = {digits}")));
     let path = write_config(dir.path(), &text);
     let out = Command::new(BIN)
@@ -134,7 +134,7 @@ fn check_validates_the_redis_store_without_connecting() {
     assert!(!text.contains("url-password-do-not-leak"), "{text}");
 
     // No encryption key: refused, naming the key, never echoing the URL.
-    let path = write_config(dir.path(), &good.replace(key, ""));
+    let path = write_config(dir.path(), &good.edit(key, ""));
     let out = Command::new(BIN)
         .args(["check", "--config"])
         .arg(&path)
@@ -299,7 +299,7 @@ fn serve_file(
 #[test]
 fn sigint_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &run_config("http://127.0.0.1:9"));
+    let path = write_config(dir.path(), &run_config(&nowhere()));
     let mut proc = Proc::start(&path);
     proc.addresses();
     proc.signal("INT");
@@ -315,11 +315,7 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
     assert_eq!(get("/api/x").await.unwrap().status(), 401);
 
     // /api becomes public.
-    std::fs::write(
-        &path,
-        text.replace("auth = \"required\"", "auth = \"none\""),
-    )
-    .unwrap();
+    std::fs::write(&path, text.edit("auth = \"required\"", "auth = \"none\"")).unwrap();
     proc.signal("HUP");
     proc.wait_for("config reloaded");
     assert_eq!(get("/api/x").await.unwrap().status(), 200);
@@ -384,7 +380,7 @@ async fn sighup_rotates_signing_keys_and_old_tokens_last_until_their_key_goes() 
     assert_eq!(jwks["keys"][0]["kid"], "k2");
 
     // A key file of the wrong kind is refused; the running keys stay.
-    rotate(&es256.replace("es256.pem", "ed25519.pem"));
+    rotate(&es256.edit("es256.pem", "ed25519.pem"));
     proc.signal("HUP");
     let line = proc.wait_for("config reload failed");
     assert!(

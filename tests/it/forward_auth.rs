@@ -6,14 +6,12 @@
 use crate::common::upstream::Upstream;
 use crate::common::*;
 
-const NO_WECHAT: &str = "http://127.0.0.1:9";
-
 /// The base config with the test's peer (127.0.0.1) trusted or not, plus
 /// `extra` TOML.
 async fn gateway(up: &Upstream, trusted: bool, extra: &str) -> TestGateway {
-    let mut toml = base_config(&up.url(), NO_WECHAT);
+    let mut toml = base_config(&up.url(), &nowhere());
     if trusted {
-        toml = toml.replace(
+        toml = toml.edit(
             "[server]\n",
             "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
         );
@@ -257,12 +255,12 @@ async fn a_request_body_is_never_read_or_forwarded() {
 #[tokio::test]
 async fn verify_path_and_identity_names_are_configurable() {
     let up = Upstream::start().await;
-    let toml = base_config(&up.url(), NO_WECHAT)
-        .replace(
+    let toml = base_config(&up.url(), &nowhere())
+        .edit(
             "[server]\n",
             "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n",
         )
-        .replace("[auth]\n", "[auth]\nverify_path = \"/_wx/check\"\n")
+        .edit("[auth]\n", "[auth]\nverify_path = \"/_wx/check\"\n")
         + "[identity]\nopenid_header = \"X-User\"\nappid_header = \"X-User-App\"\n";
     let gw = TestGateway::start(&toml).await;
     let auth = bearer(&token(&gw.gw, "o-alice"));

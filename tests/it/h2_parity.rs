@@ -78,7 +78,7 @@ fn assert_error(answer: &Answer, proto: Proto, status: u16, code: &str) {
 }
 
 fn no_wechat(up: &Upstream) -> String {
-    base_config(&up.url(), "http://127.0.0.1:9")
+    base_config(&up.url(), &nowhere())
 }
 
 #[tokio::test]
@@ -184,7 +184,7 @@ async fn unknown_paths_are_404_and_excluded_methods_405_with_allow() {
 #[tokio::test]
 async fn upstream_failures_are_502_and_504() {
     let up = Upstream::start().await;
-    let closed = closed_port().await;
+    let closed = closed_port();
     let config = format!(
         "{}\n[[routes]]\npath = \"/down\"\nupstream = \"http://{closed}\"\nauth = \"none\"\n\
          [[routes]]\npath = \"/slow\"\nupstream = \"{}\"\nauth = \"none\"\ntimeout = \"200ms\"\n",

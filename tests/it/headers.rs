@@ -5,14 +5,12 @@
 use crate::common::upstream::{Received, Upstream};
 use crate::common::*;
 
-const NO_WECHAT: &str = "http://127.0.0.1:9";
-
 async fn gateway(up: &Upstream) -> TestGateway {
     let extra = format!(
         "[[routes]]\npath = \"/opt\"\nupstream = \"{}\"\nauth = \"optional\"\n",
         up.url()
     );
-    let toml = format!("{}\n{extra}", base_config(&up.url(), NO_WECHAT));
+    let toml = format!("{}\n{extra}", base_config(&up.url(), &nowhere()));
     TestGateway::start(&toml).await
 }
 
@@ -257,7 +255,7 @@ async fn client_address_headers_pass_only_from_trusted_proxies() {
     assert_eq!(got.header_all("x-forwarded-for"), ["127.0.0.1"]);
 
     // A trusted proxy's are passed on as it wrote them.
-    let toml = base_config(&up.url(), NO_WECHAT).replace(
+    let toml = base_config(&up.url(), &nowhere()).edit(
         "[server]\n",
         "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
     );

@@ -128,7 +128,7 @@ async fn nothing_of_it_is_on_the_main_listener() {
 async fn it_is_off_unless_configured() {
     let up = upstream::Upstream::start().await;
     let config = wxgate::Config::parse_with_env(
-        &base_config(&up.url(), "http://127.0.0.1:9"),
+        &base_config(&up.url(), &nowhere()),
         std::path::Path::new("t.toml"),
         Some(Default::default()),
     )

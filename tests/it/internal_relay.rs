@@ -244,7 +244,7 @@ async fn bodies_over_max_body_are_refused() {
 #[tokio::test]
 async fn timeouts_failures_and_redirects() {
     let t = Internal::with(&with_token(), |c| {
-        c.replace("timeout = \"2s\"", "timeout = \"500ms\"")
+        c.edit("timeout = \"2s\"", "timeout = \"500ms\"")
     })
     .await;
     t.access_token().await;

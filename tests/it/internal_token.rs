@@ -50,14 +50,10 @@ async fn fifty_concurrent_requests_make_one_wechat_call() {
         tasks.spawn(async move { Reply::read(request.send().await.unwrap()).await });
     }
     // The first call reached WeChat and is held there; the others wait.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while t.fake().api_calls("/cgi-bin/stable_token").is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no stable_token call"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(10), "a stable_token call", || async {
+        (!t.fake().api_calls("/cgi-bin/stable_token").is_empty()).then_some(())
+    })
+    .await;
     release.send(true).unwrap();
     let mut tokens = std::collections::HashSet::new();
     while let Some(reply) = tasks.join_next().await {
@@ -76,15 +72,10 @@ async fn the_token_is_renewed_before_it_expires() {
     let reply = t.get("access_token").await;
     let first = reply.token();
     assert!(reply.json()["expires_in"].as_u64().unwrap() <= 2);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = t.access_token().await;
-        if now != first {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never renewed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(10), "the token renewed", || async {
+        (t.access_token().await != first).then_some(())
+    })
+    .await;
     assert_eq!(t.fake().stable_token_calls(APPID), 2);
     assert_eq!(t.fake().forced(APPID), 0);
 }
@@ -139,7 +130,7 @@ async fn a_reload_that_changes_the_secret_drops_the_token() {
             base_config(&t.setup.up.url(), &t.fake().base_url()),
             with_token()
         )
-        .replace(APP_SECRET, secret);
+        .edit(APP_SECRET, secret);
         wxgate::Config::parse_with_env(
             &text,
             std::path::Path::new("t.toml"),
@@ -165,7 +156,7 @@ async fn a_reload_that_changes_the_secret_drops_the_token() {
 #[tokio::test]
 async fn wechat_failures_are_the_contracts_errors() {
     let t = Internal::with(&with_token(), |c| {
-        c.replace("timeout = \"2s\"", "timeout = \"500ms\"")
+        c.edit("timeout = \"2s\"", "timeout = \"500ms\"")
     })
     .await;
     for (fault, status, code) in [
@@ -200,7 +191,7 @@ async fn wechat_failures_are_the_contracts_errors() {
 
     // The configured secret is wrong (40125).
     let wrong = Internal::with(&with_token(), |c| {
-        c.replace(APP_SECRET, "not-the-secret-0123456789")
+        c.edit(APP_SECRET, "not-the-secret-0123456789")
     })
     .await;
     wrong

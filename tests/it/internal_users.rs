@@ -169,7 +169,7 @@ async fn the_session_check_asks_wechat() {
 #[tokio::test]
 async fn phone_numbers() {
     let t = Internal::with(&with_token(), |c| {
-        c.replace("timeout = \"2s\"", "timeout = \"500ms\"")
+        c.edit("timeout = \"2s\"", "timeout = \"500ms\"")
     })
     .await;
     let phone = |code: &str| t.post_json("phone_number", json!({ "code": code }));

@@ -345,7 +345,7 @@ async fn keygen_output_loads_signs_and_is_listed_without_material() {
             "{snippet}"
         );
         let text = with_keys(
-            &base_config("http://127.0.0.1:9", "http://127.0.0.1:9"),
+            &base_config(&nowhere(), &nowhere()),
             &format!("{snippet}{}", hs256("k1", true)),
         );
         let config_path = dir.path().join("gateway.toml");

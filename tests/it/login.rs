@@ -149,7 +149,7 @@ async fn query_values_are_percent_encoded() {
     let fake = FakeWeChat::start().await;
     fake.add_app(APPID, secret);
     let up = Upstream::start().await;
-    let config = base_config(&up.url(), &fake.base_url()).replace(
+    let config = base_config(&up.url(), &fake.base_url()).edit(
         &format!("secret = \"{APP_SECRET}\""),
         &format!("secret = \"{secret}\""),
     );

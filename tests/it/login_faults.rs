@@ -147,7 +147,7 @@ async fn an_errcode_sent_as_a_string_is_read_as_a_number() {
 
 #[tokio::test]
 async fn wechat_slower_than_its_timeout_is_504() {
-    let s = Setup::with(|c| c.replace("timeout = \"2s\"", "timeout = \"300ms\"")).await;
+    let s = Setup::with(|c| c.edit("timeout = \"2s\"", "timeout = \"300ms\"")).await;
     let started = Instant::now();
     let answer = login_with_fault(&s, Fault::Delay(Duration::from_secs(3))).await;
     answer.assert_error(504, "wechat_timeout");
@@ -187,7 +187,7 @@ async fn transport_and_garbage_faults_are_503() {
 #[tokio::test]
 async fn unreachable_wechat_is_503() {
     let up = Upstream::start().await;
-    let closed = closed_port().await;
+    let closed = closed_port();
     let gw = TestGateway::start(&base_config(&up.url(), &format!("http://{closed}"))).await;
     login(&gw, json!({ "code": "some-code-0123456789" }))
         .await
@@ -305,7 +305,7 @@ async fn a_transient_failure_is_not_remembered() {
 
 #[tokio::test]
 async fn a_timeout_is_not_remembered() {
-    let s = Setup::with(|c| c.replace("timeout = \"2s\"", "timeout = \"300ms\"")).await;
+    let s = Setup::with(|c| c.edit("timeout = \"2s\"", "timeout = \"300ms\"")).await;
     // The slow first call never reaches the checks before the retry does, so
     // the retry gets the code while it is still fresh.
     let code = s.fake.mint_code(APPID, "o-alice");

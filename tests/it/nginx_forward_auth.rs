@@ -13,7 +13,7 @@ const SNIPPET: &str = include_str!("../../deploy/forward-auth/nginx.conf");
 
 /// nginx (trusted by wxgate) with the shipped snippet in front of `up`.
 async fn setup(up: &Upstream) -> (TestGateway, Nginx) {
-    let toml = base_config(&up.url(), "http://127.0.0.1:9").replace(
+    let toml = base_config(&up.url(), &nowhere()).edit(
         "[server]\n",
         "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
     );

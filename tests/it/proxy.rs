@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 #[tokio::test]
 async fn a_refused_upstream_is_502_upstream_unavailable() {
     let up = Upstream::start().await;
-    let down = closed_port().await;
+    let down = closed_port();
     let extra =
         format!("[[routes]]\npath = \"/down\"\nupstream = \"http://{down}\"\nauth = \"none\"\n");
     let gw = gateway_with(&up, &extra).await;
@@ -71,8 +71,8 @@ async fn a_slow_upstream_is_504_and_does_not_hold_up_other_requests() {
 async fn a_route_timeout_longer_than_header_timeout_is_kept_over_both_protocols() {
     const TIMEOUT: Duration = Duration::from_millis(900);
     let up = Upstream::start().await;
-    let toml = base_config(&up.url(), "http://127.0.0.1:9")
-        .replace("[server]\n", "[server]\nheader_timeout = \"200ms\"\n")
+    let toml = base_config(&up.url(), &nowhere())
+        .edit("[server]\n", "[server]\nheader_timeout = \"200ms\"\n")
         + &format!(
             "[[routes]]\npath = \"/slow\"\nupstream = \"{}\"\nauth = \"none\"\ntimeout = \"900ms\"\n",
             up.url()

@@ -70,9 +70,9 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     // /old is gone, the openid header and the signing key change.
     let new = format!(
         "{}\n[identity]\nopenid_header = \"X-User-OpenID\"\n",
-        run_config(&up.url()).replace(JWT_SECRET, OTHER_KEY)
+        run_config(&up.url()).edit(JWT_SECRET, OTHER_KEY)
     )
-    .replace("id = \"k1\"", "id = \"k2\"");
+    .edit("id = \"k1\"", "id = \"k2\"");
     std::fs::write(&path, &new).unwrap();
     proc.signal("HUP");
     proc.wait_for("config reloaded");
@@ -134,7 +134,7 @@ async fn a_bad_file_is_counted_and_listener_changes_wait_for_a_restart() {
 
     // New listen addresses and a new route: the route is in force at once,
     // the addresses only after a restart.
-    let (new_listen, new_admin) = (closed_port().await, closed_port().await);
+    let (new_listen, new_admin) = (closed_port(), closed_port());
     let moved = format!("{}{}", text, route("/extra", &up.url()))
         .replacen(
             "listen = \"127.0.0.1:0\"",
@@ -173,5 +173,5 @@ async fn a_bad_file_is_counted_and_listener_changes_wait_for_a_restart() {
 }
 
 fn run_config(upstream: &str) -> String {
-    base_config(upstream, "http://127.0.0.1:9")
+    base_config(upstream, &nowhere())
 }

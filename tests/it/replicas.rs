@@ -72,31 +72,26 @@ async fn store_up(gw: &TestGateway) -> f64 {
 
 /// Polls `/metrics` until `wxgate_store_up` is `want` (10 s at most).
 async fn wait_store_up(gw: &TestGateway, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while store_up(gw).await != want {
-        assert!(
-            Instant::now() < deadline,
-            "wxgate_store_up never became {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("wxgate_store_up = {want}");
+    eventually(Duration::from_secs(10), &what, || async {
+        (store_up(gw).await == want).then_some(())
+    })
+    .await;
 }
 
-/// Polls `check` until it holds; panics after `bound`. Returns the time
-/// it took.
+/// How long `check` took to hold (see [`eventually`]).
 async fn within<F, Fut>(bound: Duration, what: &str, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < bound, "{what}: not within {bound:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(bound, what, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await;
+    start.elapsed()
 }
 
 #[tokio::test]

@@ -8,7 +8,6 @@ use crate::common::upstream::{Received, Upstream};
 use crate::common::*;
 use wxgate::{Config, Gateway};
 
-const NO_WECHAT: &str = "http://127.0.0.1:9";
 const OTHER_APPID: &str = "wxtest0000000002";
 
 fn assert_401(res: &RawResponse, code: &str, presented: bool) {
@@ -38,8 +37,8 @@ fn identity_headers(got: &Received) -> Vec<(String, String)> {
 
 /// A gateway whose key `k1` has another secret.
 fn foreign_gateway() -> Gateway {
-    let toml = base_config("http://127.0.0.1:9", NO_WECHAT)
-        .replace(JWT_SECRET, "another-signing-key-0123456789-abcdefgh");
+    let toml = base_config(&nowhere(), &nowhere())
+        .edit(JWT_SECRET, "another-signing-key-0123456789-abcdefgh");
     let config = Config::parse_with_env(
         &toml,
         std::path::Path::new("other.toml"),
@@ -231,8 +230,8 @@ async fn none_route_ignores_any_token_and_strips_identity() {
 #[tokio::test]
 async fn a_custom_token_header_carries_a_bare_token_and_is_not_forwarded() {
     let up = Upstream::start().await;
-    let toml = base_config(&up.url(), NO_WECHAT)
-        .replace("[auth]\n", "[auth]\ntoken_header = \"X-Token\"\n");
+    let toml =
+        base_config(&up.url(), &nowhere()).edit("[auth]\n", "[auth]\ntoken_header = \"X-Token\"\n");
     assert!(toml.contains("token_header"));
     let gw = TestGateway::start(&toml).await;
     let t = token(&gw.gw, "o-carol");

@@ -8,12 +8,11 @@ use crate::common::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-const NO_WECHAT: &str = "http://127.0.0.1:9";
 /// Generous: the configured limits under test are far shorter.
 const BOUND: Duration = Duration::from_secs(10);
 
 fn config_with_server(up: &Upstream, server_keys: &str) -> String {
-    base_config(&up.url(), NO_WECHAT).replace("[server]\n", &format!("[server]\n{server_keys}\n"))
+    base_config(&up.url(), &nowhere()).edit("[server]\n", &format!("[server]\n{server_keys}\n"))
 }
 
 /// Reads until the peer closes (EOF or an error such as a reset); `None` if
@@ -170,7 +169,7 @@ async fn a_head_over_max_header_bytes_is_431_and_not_forwarded() {
 #[tokio::test]
 async fn more_than_a_hundred_headers_is_431_and_not_forwarded() {
     let up = Upstream::start().await;
-    let gw = TestGateway::start(&base_config(&up.url(), NO_WECHAT)).await;
+    let gw = TestGateway::start(&base_config(&up.url(), &nowhere())).await;
     let names: Vec<String> = (0..101).map(|i| format!("X-H-{i}")).collect();
 
     let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
@@ -189,7 +188,7 @@ async fn more_than_a_hundred_headers_is_431_and_not_forwarded() {
 #[tokio::test]
 async fn admin_reports_health_and_readiness() {
     let up = Upstream::start().await;
-    let gw = TestGateway::start(&base_config(&up.url(), NO_WECHAT)).await;
+    let gw = TestGateway::start(&base_config(&up.url(), &nowhere())).await;
     for path in ["/healthz", "/readyz"] {
         let res = client().get(gw.admin_url(path)).send().await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
@@ -206,7 +205,7 @@ async fn admin_reports_health_and_readiness() {
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests_and_refuses_new_ones() {
     let up = Upstream::start().await;
-    let mut gw = TestGateway::start(&base_config(&up.url(), NO_WECHAT)).await;
+    let mut gw = TestGateway::start(&base_config(&up.url(), &nowhere())).await;
     let auth = bearer(&token(&gw.gw, "o-alice"));
 
     let url = gw.url("/api/hold");
@@ -265,8 +264,8 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_ones() {
 #[tokio::test]
 async fn shutdown_grace_bounds_the_drain_and_closes_what_is_left() {
     let up = Upstream::start().await;
-    let toml = base_config(&up.url(), NO_WECHAT)
-        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"300ms\"");
+    let toml = base_config(&up.url(), &nowhere())
+        .edit("shutdown_grace = \"5s\"", "shutdown_grace = \"300ms\"");
     assert!(toml.contains("300ms"));
     let mut gw = TestGateway::start(&toml).await;
 

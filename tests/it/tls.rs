@@ -24,11 +24,7 @@ use wxgate::Config;
 async fn https_gateway(dir: &Path, leaf: &Leaf, extra_server: &str) -> TestGateway {
     let (cert, key) = leaf.write(dir);
     let server = format!("{}{extra_server}", tls_lines(&cert, &key));
-    let text = set(
-        &base_config("http://127.0.0.1:9", "http://127.0.0.1:9"),
-        "[server]",
-        &server,
-    );
+    let text = set(&base_config(&nowhere(), &nowhere()), "[server]", &server);
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).unwrap();
     TestGateway::start_config(Config::load(&path).unwrap()).await
@@ -177,11 +173,11 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
     let config = dir.path().join("gateway.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     let text = text
-        .replace(
+        .edit(
             &dir.path().join("cert.pem").display().to_string(),
             &cert_path.display().to_string(),
         )
-        .replace(
+        .edit(
             &dir.path().join("key.pem").display().to_string(),
             &key_path.display().to_string(),
         );
@@ -285,10 +281,7 @@ async fn gateway_to(up: &Upstream, ca_file: &Path) -> TestGateway {
         url = up.url(),
         ca = ca_file.display()
     );
-    let toml = format!(
-        "{}\n{extra}",
-        base_config("http://127.0.0.1:9", "http://127.0.0.1:9")
-    );
+    let toml = format!("{}\n{extra}", base_config(&nowhere(), &nowhere()));
     TestGateway::start(&toml).await
 }
 

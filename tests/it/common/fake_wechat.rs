@@ -55,7 +55,7 @@ pub enum Fault {
     Http502Html,
     /// Answer HTTP 200 `text/plain` with a truncated JSON body; nothing is checked.
     MalformedJson,
-    /// Answer HTTP 302 with `Location: http://127.0.0.1:9/elsewhere`; nothing is checked.
+    /// Answer HTTP 302 with `Location: /elsewhere` (the fake itself: a followed redirect would show as a call); nothing is checked.
     Redirect302,
     /// Check and consume normally, but a success answer carries `"session_key":""`.
     EmptySessionKey,
@@ -410,7 +410,7 @@ fn faulted(st: &mut State, params: &HashMap<String, String>, fault: Fault) -> Ac
             status: 302,
             reason: "Found",
             content_type: "text/html",
-            location: Some("http://127.0.0.1:9/elsewhere"),
+            location: Some("/elsewhere"),
             body: Vec::new(),
         },
         Fault::EmptySessionKey => answer(st, params, true),

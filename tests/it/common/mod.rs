@@ -221,6 +221,48 @@ pub async fn closed_within(stream: &mut TcpStream, bound: Duration) -> Option<St
     }
 }
 
+/// Polls `check` until it gives `Some`, for at most `within`, and panics
+/// naming `what` if it never does. The one way a test waits for something
+/// that happens on its own time (a pub/sub message, a metric, a renewal):
+/// every round is a real check; the short pause between rounds only spares
+/// the CPU, it is never what the test waits for.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(done) = check().await {
+            return done;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Config edits in tests: `config.edit(anchor, with)` replaces `anchor`,
+/// and panics if it is not in the text exactly once, so an edit whose
+/// anchor moved never silently does nothing.
+pub trait Edit {
+    fn edit(&self, anchor: &str, with: &str) -> String;
+}
+
+impl Edit for str {
+    #[track_caller]
+    fn edit(&self, anchor: &str, with: &str) -> String {
+        assert_eq!(
+            self.matches(anchor).count(),
+            1,
+            "the anchor {anchor:?} is not in the config exactly once:\n{self}"
+        );
+        self.replacen(anchor, with, 1)
+    }
+}
+
 /// The status code of the first response in `raw` text.
 pub fn status_of(response: &str) -> u16 {
     response
@@ -231,13 +273,16 @@ pub fn status_of(response: &str) -> u16 {
 }
 
 /// A local port with nothing listening on it.
-pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    addr
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
 }
 
+/// `http://` and a [`closed_port`]: a WeChat or an upstream that a test
+/// never reaches (a fixed port could be some other program's).
+pub fn nowhere() -> String {
+    format!("http://{}", closed_port())
+}
 /// A raw HTTP/1.1 request: `method target`, then `headers` in order. Adds
 /// `Host: gw.test` and `Connection: close` unless `headers` name them, so
 /// that [`raw`] returns as soon as the answer is complete.
@@ -351,7 +396,7 @@ pub fn bearer(token: &str) -> String {
 
 /// The base config (no WeChat) plus `extra` TOML, served.
 pub async fn gateway_with(up: &upstream::Upstream, extra: &str) -> TestGateway {
-    let toml = format!("{}\n{extra}", base_config(&up.url(), "http://127.0.0.1:9"));
+    let toml = format!("{}\n{extra}", base_config(&up.url(), &nowhere()));
     TestGateway::start(&toml).await
 }
 

@@ -50,7 +50,7 @@ pub enum ApiFault {
     NotJson,
     /// Reset the connection without answering.
     Reset,
-    /// HTTP 302 to `http://127.0.0.1:9/elsewhere`.
+    /// HTTP 302 to `/elsewhere` (the fake itself: a followed redirect would show as a call).
     Redirect,
 }
 
@@ -330,7 +330,7 @@ pub(super) async fn serve(
                 status: 302,
                 reason: "Found",
                 content_type: "text/html",
-                location: Some("http://127.0.0.1:9/elsewhere"),
+                location: Some("/elsewhere"),
                 body: Vec::new(),
             }))
         }

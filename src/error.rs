@@ -40,7 +40,7 @@ pub enum Error {
     #[error("upstream unavailable")]
     UpstreamUnavailable,
     #[error("WeChat errcode {0}")]
-    WeChatError(i64),
+    WeChatErrcode(i64),
     #[error("WeChat unavailable")]
     WeChatUnavailable,
     #[error("upstream timed out")]
@@ -91,7 +91,7 @@ impl Error {
             }
             Misconfigured(_) => (StatusCode::INTERNAL_SERVER_ERROR, "gateway_misconfigured"),
             UpstreamUnavailable => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
-            WeChatError(_) => (StatusCode::BAD_GATEWAY, "wechat_error"),
+            WeChatErrcode(_) => (StatusCode::BAD_GATEWAY, "wechat_error"),
             WeChatUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "wechat_unavailable"),
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             WeChatTimeout => (StatusCode::GATEWAY_TIMEOUT, "wechat_timeout"),
@@ -135,7 +135,7 @@ impl Error {
                 format!("WeChat rejected the gateway's app credentials (errcode {code})")
             }
             UpstreamUnavailable => "the upstream service is unavailable".to_owned(),
-            WeChatError(code) => format!("WeChat answered errcode {code}"),
+            WeChatErrcode(code) => format!("WeChat answered errcode {code}"),
             WeChatUnavailable => "WeChat is unavailable; retry later".to_owned(),
             UpstreamTimeout => "the upstream service did not answer in time".to_owned(),
             WeChatTimeout => "WeChat did not answer in time".to_owned(),

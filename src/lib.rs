@@ -40,23 +40,23 @@
 
 pub mod auth;
 pub mod config;
-pub mod dev;
-pub mod dispatch;
-pub mod error;
+pub(crate) mod dev;
+pub(crate) mod dispatch;
+pub(crate) mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod http;
-pub mod internal;
-pub mod login;
+pub(crate) mod http;
+pub(crate) mod internal;
+pub(crate) mod login;
 pub mod ops;
-pub mod proxy;
-pub mod router;
+pub(crate) mod proxy;
+pub(crate) mod router;
 pub mod secret;
-pub mod server;
+pub(crate) mod server;
 pub mod state;
 pub mod store;
-pub mod upstream;
-pub mod wechat;
+pub(crate) mod upstream;
+pub(crate) mod wechat;
 
 use std::future::Future;
 use std::io;

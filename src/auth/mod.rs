@@ -2,8 +2,8 @@
 //! upstream will see. The one check shared by proxied routes and wxgate's own
 //! session endpoints.
 
-pub mod forward_auth;
-pub mod jwks;
+pub(crate) mod forward_auth;
+pub(crate) mod jwks;
 pub mod token;
 
 use std::sync::Arc;

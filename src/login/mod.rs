@@ -197,7 +197,7 @@ pub fn map_wechat_error(e: &WeChatError) -> Error {
         WeChatError::Errcode(45011) => Error::WeChatRateLimited,
         WeChatError::Errcode(-1) => Error::WeChatUnavailable,
         WeChatError::Errcode(code @ (40013 | 40125 | 41000..=41999)) => Error::Misconfigured(*code),
-        WeChatError::Errcode(code) => Error::WeChatError(*code),
+        WeChatError::Errcode(code) => Error::WeChatErrcode(*code),
         WeChatError::Timeout => Error::WeChatTimeout,
         WeChatError::Unavailable(_) => Error::WeChatUnavailable,
     }

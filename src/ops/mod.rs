@@ -1,8 +1,8 @@
 //! Running wxgate: metrics, the access log and each request's record, the
 //! admin listener (health, readiness, metrics) and config reloads.
 
-pub mod access;
-pub mod admin;
+pub(crate) mod access;
+pub(crate) mod admin;
 pub mod metrics;
-pub mod openid_log;
+pub(crate) mod openid_log;
 pub mod reload;

@@ -473,7 +473,7 @@ fn transient_text(error: &Error) -> String {
         Error::WeChatTimeout => "timeout".to_owned(),
         Error::WeChatUnavailable => "unavailable".to_owned(),
         Error::Misconfigured(code) => format!("misconfigured {code}"),
-        Error::WeChatError(code) => format!("errcode {code}"),
+        Error::WeChatErrcode(code) => format!("errcode {code}"),
         Error::StoreUnavailable => "store".to_owned(),
         _ => "internal".to_owned(),
     }
@@ -488,7 +488,7 @@ fn transient_from(text: &[u8]) -> Error {
         ("timeout", _) => Error::WeChatTimeout,
         ("unavailable", _) => Error::WeChatUnavailable,
         ("misconfigured", Ok(code)) => Error::Misconfigured(code),
-        ("errcode", Ok(code)) => Error::WeChatError(code),
+        ("errcode", Ok(code)) => Error::WeChatErrcode(code),
         ("store", _) => Error::StoreUnavailable,
         _ => Error::Internal,
     }
@@ -505,7 +505,7 @@ mod tests {
             Error::WeChatTimeout,
             Error::WeChatUnavailable,
             Error::Misconfigured(40013),
-            Error::WeChatError(-2),
+            Error::WeChatErrcode(-2),
             Error::StoreUnavailable,
             Error::Internal,
         ] {

@@ -32,7 +32,7 @@ pub(crate) mod codec;
 mod exchange;
 
 use exchange::Conn;
-pub use exchange::{BodyError, Outgoing, UpstreamBody};
+pub use exchange::{Outgoing, UpstreamBody};
 
 /// Idle connections are closed after one to two of these.
 const IDLE_SWEEP: Duration = Duration::from_secs(45);

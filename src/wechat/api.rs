@@ -220,7 +220,7 @@ pub fn api_error(e: &WeChatError) -> Error {
         WeChatError::Errcode(code @ (40013 | 40125 | 40164 | 41000..=41999)) => {
             Error::Misconfigured(*code)
         }
-        WeChatError::Errcode(code) => Error::WeChatError(*code),
+        WeChatError::Errcode(code) => Error::WeChatErrcode(*code),
         WeChatError::Timeout => Error::WeChatTimeout,
         WeChatError::Unavailable(_) => Error::WeChatUnavailable,
     }

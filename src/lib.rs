@@ -10,17 +10,18 @@
 //!    the path ([`http::path`]) and asks
 //! 3. [`router`] for wxgate's own endpoint or the route with the longest
 //!    matching prefix. Own endpoints: [`login`] (login, session, logout:
-//!    codes exchanged through [`wechat`], sessions and revocations kept in
-//!    [`store`]), the JWK Set ([`auth::jwks`]) and the forward-auth check
+//!    each code exchanged through [`wechat`] once across replicas, sessions
+//!    and revocations kept in [`store`], in memory or in Redis), the JWK Set ([`auth::jwks`]) and the forward-auth check
 //!    ([`auth::forward_auth`]). A route goes on to
 //! 4. [`auth`], which takes the token from the request and verifies it
 //!    ([`auth::token`]), then to
 //! 5. [`proxy`], which rewrites the request with [`http::headers`] (strip
 //!    what the client may not say, inject the verified identity) and sends
 //!    it through
-//! 6. [`upstream`]: the `http://` connection pools, hyper-util's clients for
-//!    `https://`, the WebSocket tunnel. The answer streams back in an
-//!    [`http::body::Body`].
+//! 6. [`upstream`], whose `Reach::send` is the one way out: the `http://`
+//!    connection pools for small requests, hyper-util's clients for the
+//!    rest, the WebSocket tunnel. The answer streams back in an
+//!    [`http::body::Body`], after the one rule for answers in [`proxy`].
 //!
 //! Any failure becomes an [`error::Error`], whose one table gives the status
 //! and the JSON body. Beside the request path: [`ops`] (metrics, the access

@@ -1,7 +1,8 @@
 //! Forwarding, as named phases: rewrite the request for the upstream (strip
 //! what the client may not say, inject the verified identity, set the
-//! `X-Forwarded-*` fields), send it ([`Reach::send`], the one way out),
-//! then rewrite the answer (the one rule for answers) and stream it back.
+//! `X-Forwarded-*` fields), send it ([`Reach::send`], the one way out, which
+//! applies the one rule for answers), then finish a WebSocket upgrade or
+//! stream the answer back.
 //! WebSocket upgrades are spliced after the route's auth check. Bodies are
 //! never collected.
 
@@ -86,9 +87,9 @@ pub async fn forward(
         .send(parts, target, body, strip, upgrade.is_some(), deadline)
         .await?;
 
-    // Phase 3: the answer.
+    // Phase 3: the answer, its connection fields already gone.
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let (Some(client_upgrade), Some(_)) = (client_upgrade, &upgrade) else {
+        let (Some(client_upgrade), Some(protocol)) = (client_upgrade, upgrade) else {
             return Err(Error::UpstreamUnavailable);
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -109,18 +110,15 @@ pub async fn forward(
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
         });
+        // The answer's connection fields are gone (the one rule for
+        // answers); the client's connection is upgraded to what it asked.
         let (mut parts, _) = response.into_parts();
-        let protocol = parts.headers.get(header::UPGRADE).cloned();
-        headers::strip_response_headers(&mut parts.headers);
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        if let Some(protocol) = protocol {
-            parts.headers.insert(header::UPGRADE, protocol);
-        }
+        parts.headers.insert(header::UPGRADE, protocol);
         return Ok(Response::from_parts(parts, Body::empty()));
     }
-    headers::strip_response_headers(response.headers_mut());
     Ok(response)
 }
 

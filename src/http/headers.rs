@@ -177,49 +177,71 @@ const PROTECTED: [HeaderName; 3] = [
     HeaderName::from_static("x-request-id"),
 ];
 
-/// Response headers that belong to the upstream connection only.
 /// The one rule for every upstream answer, whichever way it came: the
 /// fields of the upstream's connection go (RFC 9110 §7.6.1: hop-by-hop ones
 /// and whatever `Connection` names), and so does a `Content-Length` beside a
 /// `Transfer-Encoding` (RFC 9112 §6.3: the coding frames the body, the
 /// length is wrong), so the client's answer is framed by its body alone.
-pub fn strip_response_headers(headers: &mut HeaderMap) {
-    // One pass over what is there, then a removal only for what is present.
-    let (mut hop_by_hop, mut connection, mut coded) = (0, false, false);
-    for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
-        hop_by_hop += 1;
-        connection |= name == header::CONNECTION;
-        coded |= name == header::TRANSFER_ENCODING;
+///
+/// Fed field by field: the pool's codec [`note`](Self::note)s each field as
+/// it parses the answer and keeps only what passes, so the common answer
+/// costs no removal; [`strip_response_headers`] runs the same rule over a
+/// map hyper's client built. Either way, [`finish`](Self::finish) last.
+#[derive(Default)]
+pub struct AnswerRule {
+    /// A `Transfer-Encoding` was sent.
+    coded: bool,
+    /// `Connection` lines that name end-to-end fields (almost never any).
+    naming: Vec<HeaderValue>,
+}
+
+impl AnswerRule {
+    /// Takes note of one field of the answer; `false` if it belongs to the
+    /// connection and must not go on.
+    pub fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> bool {
+        if !is_hop_by_hop(name) {
+            return true;
+        }
+        if name == header::TRANSFER_ENCODING {
+            self.coded = true;
+        } else if name == header::CONNECTION
+            && value
+                .to_str()
+                .is_ok_and(|line| named_fields(line).next().is_some())
+        {
+            self.naming.push(value.clone());
+        }
+        false
     }
-    if hop_by_hop == 0 {
-        return;
-    }
-    if coded {
-        headers.remove(header::CONTENT_LENGTH);
-    }
-    // What most upstreams send: `Connection: keep-alive` (or `close`), and
-    // nothing else of the kind.
-    if hop_by_hop == 1 && connection && names_only_hop_by_hop(headers) {
-        headers.remove(header::CONNECTION);
-        return;
-    }
-    remove_connection_named(headers, &[]);
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
-        .collect();
-    for name in &doomed {
-        headers.remove(name);
+
+    /// Removes what the noted fields call for from the answer's `headers`.
+    pub fn finish(self, headers: &mut HeaderMap) {
+        if self.coded {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        for line in &self.naming {
+            let Ok(line) = line.to_str() else { continue };
+            for field in named_fields(line) {
+                headers.remove(field);
+            }
+        }
     }
 }
 
-/// Does every `Connection` line name only hop-by-hop fields (or nothing)?
-fn names_only_hop_by_hop(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().all(|line| {
-        line.to_str()
-            .is_ok_and(|line| named_fields(line).next().is_none())
-    })
+/// [`AnswerRule`] over an answer whose headers are already in a map.
+pub fn strip_response_headers(headers: &mut HeaderMap) {
+    let mut rule = AnswerRule::default();
+    // Empty (no allocation) when the answer has no connection field.
+    let mut doomed = Vec::new();
+    for (name, value) in headers.iter() {
+        if !rule.note(name, value) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in &doomed {
+        headers.remove(name);
+    }
+    rule.finish(headers);
 }
 
 /// The fields a `Connection` line names, but for hop-by-hop ones (which

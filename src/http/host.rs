@@ -44,8 +44,8 @@ impl<'a> Host<'a> {
                     _ => (name, Some(after.strip_prefix(':').ok_or(INVALID)?)),
                 }
             }
-            None => match text.rsplit_once(':') {
-                Some((name, port)) => (name, Some(port)),
+            None => match text.bytes().rposition(|b| b == b':') {
+                Some(colon) => (&text[..colon], Some(&text[colon + 1..])),
                 None => (text, None),
             },
         };
@@ -56,12 +56,12 @@ impl<'a> Host<'a> {
             }
             Some(_) => return Err(INVALID),
         };
-        let dotless = name.strip_suffix('.').unwrap_or(name);
-        if !name.starts_with('[') && !is_dns_name(dotless) {
-            return Err(INVALID);
-        }
+        let (dotless, lowercase) = match name.starts_with('[') {
+            true => (name, true),
+            false => dns_name(name).ok_or(INVALID)?,
+        };
         let normal = dotless.len() == name.len()
-            && !dotless.bytes().any(|b| b.is_ascii_uppercase())
+            && lowercase
             && port.is_none_or(|p| !p.is_empty() && (p == "0" || !p.starts_with('0')));
         Ok(Some(Host {
             name: dotless,
@@ -86,18 +86,33 @@ impl<'a> Host<'a> {
 }
 
 /// Letters, digits, `-` and `_` in non-empty labels of at most 63 bytes,
-/// 253 bytes in all (RFC 1035 §2.3.4; `_` is common in internal names).
-/// IPv4 literals pass as four labels of digits.
-fn is_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+/// 253 bytes in all (RFC 1035 §2.3.4; `_` is common in internal names),
+/// with one trailing dot allowed. IPv4 literals pass as four labels of
+/// digits. Gives the name without its trailing dot, and whether it has no
+/// uppercase letter. One pass over the bytes: every request's host goes
+/// through here.
+fn dns_name(name: &str) -> Option<(&str, bool)> {
+    let dotless = name.strip_suffix('.').unwrap_or(name);
+    if dotless.is_empty() || dotless.len() > 253 {
+        return None;
+    }
+    let (mut label, mut lowercase) = (0usize, true);
+    for b in dotless.bytes() {
+        match b {
+            b'.' if label == 0 => return None,
+            b'.' => label = 0,
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => label += 1,
+            b'A'..=b'Z' => {
+                lowercase = false;
+                label += 1;
+            }
+            _ => return None,
+        }
+        if label > 63 {
+            return None;
+        }
+    }
+    (label > 0).then_some((dotless, lowercase))
 }
 
 /// The host a request is for: the absolute-form authority or HTTP/2

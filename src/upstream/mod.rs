@@ -4,8 +4,8 @@
 //! ([`pool`], written and read by the request's own task), everything else
 //! (`https://`, WebSocket upgrades, large bodies or bodies of unknown
 //! length) through hyper-util's pooled clients ([`clients`]). Either way the
-//! answer comes back as a [`Body`] to stream, with its headers as the
-//! upstream sent them: [`crate::proxy`] applies the one rule for answers.
+//! answer comes back as a [`Body`] to stream, its headers through the one
+//! rule for answers ([`crate::http::headers::AnswerRule`]) either way.
 
 pub mod clients;
 pub mod pool;
@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use crate::config::{Config, Upstream};
 use crate::error::Error;
 use crate::http::body::Body;
-use crate::http::headers::StripRule;
+use crate::http::headers::{strip_response_headers, StripRule};
 use crate::server::deadlines::Deadline;
 use clients::{Client, Clients};
 use pool::{HostPool, Outgoing, Pools};
@@ -115,7 +115,12 @@ impl Reach {
         match deadline.within(self.client.request(request)).await {
             None => Err(Error::UpstreamTimeout),
             Some(Err(e)) => Err(self.failed(&e, e.is_connect())),
-            Some(Ok(answer)) => Ok(answer.map(Body::Stream)),
+            Some(Ok(mut answer)) => {
+                // The codec applies the one rule as it parses; hyper's
+                // client hands its map over as the upstream sent it.
+                strip_response_headers(answer.headers_mut());
+                Ok(answer.map(Body::Stream))
+            }
         }
     }
 

@@ -13,6 +13,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
+use crate::http::headers::AnswerRule;
+
 /// The most an answer's head may take; nginx stops at 4–8 KiB by default.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -75,9 +77,9 @@ pub enum Framing {
 #[derive(Debug)]
 pub struct Head {
     pub status: StatusCode,
-    /// The headers as sent, those of the connection included: the proxy
-    /// applies the one rule for answers ([`crate::http::headers::strip_response_headers`]),
-    /// whichever way an answer came.
+    /// The end-to-end headers: the one rule for answers
+    /// ([`AnswerRule`], the same for hyper's client) applied in the same
+    /// pass that reads them.
     pub headers: HeaderMap,
     pub framing: Framing,
     /// HTTP/1.1, no `Connection: close`, and a body with a single, certain
@@ -132,13 +134,17 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, P
         }
         let head = buf.split_to(len).freeze();
         let mut fields_seen = Fields::default();
+        let mut rule = AnswerRule::default();
         let mut headers = HeaderMap::with_capacity(fields.len());
         for (name, start, end) in fields {
             let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                 .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
             fields_seen.note(&name, &value)?;
-            headers.append(name, value);
+            if rule.note(&name, &value) {
+                headers.append(name, value);
+            }
         }
+        rule.finish(&mut headers);
         let (framing, certain) = fields_seen.framing(status, method);
         let reusable = http11 && certain && !fields_seen.close;
         return Ok(Some(Head {

@@ -109,7 +109,8 @@ pub async fn verify(
     Ok(verified)
 }
 
-/// Sets exactly one of each identity header; run after [`crate::http::headers::strip_client_headers`].
+/// Sets exactly one of each identity header; run after the request was
+/// stripped ([`crate::http::headers::StripRule`]).
 pub fn inject_identity(headers: &mut HeaderMap, who: &Verified, names: &IdentityConfig) {
     headers.insert(names.openid_header.clone(), who.openid.clone());
     headers.insert(names.appid_header.clone(), who.appid.clone());

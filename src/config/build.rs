@@ -1,6 +1,6 @@
 //! The validation pass: raw TOML values -> the typed [`Config`], with
 //! errors that name the file, the key and what is wrong. Routes are in
-//! [`routes`](super::routes).
+//! [`super::routes`].
 
 use super::*;
 

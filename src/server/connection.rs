@@ -226,7 +226,7 @@ impl Connection {
         (service, activity)
     }
 
-    /// Runs `conn` to its end, bounded at every phase (see [`bounds`]).
+    /// Runs `conn` to its end, bounded at every phase (see [`deadlines`]).
     /// hyper's connection state is a few KiB: boxed once, it is not copied
     /// each time a future holding it is built.
     async fn drive<C, E>(

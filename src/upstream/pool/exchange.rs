@@ -2,9 +2,10 @@
 //! own task: no connection task, no channel between the two, and the
 //! answer's body is read from the socket by whoever polls it.
 //!
-//! Taken for requests whose body has a known length (most have none);
-//! WebSocket upgrades and bodies of unknown length go through hyper's
-//! client ([`super::HostPool::send`]). The wire format is [`super::codec`].
+//! Taken for requests with no body or a small one of known length;
+//! WebSocket upgrades and larger or unframed bodies go through hyper-util's
+//! client ([`crate::upstream::Reach::send`] chooses). The wire format is
+//! [`super::codec`].
 
 use std::future::Future;
 use std::pin::{pin, Pin};

@@ -6,11 +6,17 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use super::{Claim, CodeOutcome, Lease, Settle, UserSession, CODE_LIFE};
+use super::{Claim, CodeOutcome, Lease, Settle, StoreError, UserSession, CODE_LIFE};
 
 pub(crate) struct MemoryStore {
     sessions: Cache<(String, String), UserSession>,
+    /// Each answer is kept for the code's whole life: a forgotten one would
+    /// send a retried code to WeChat again (40163). So the cache's own
+    /// bound is twice `capacity`, never reached: at `capacity` live codes,
+    /// new logins are refused instead ([`MemoryStore::claim_code`]), where
+    /// a full cache would quietly refuse to admit new answers (TinyLFU).
     codes: Cache<(String, String), CodeOutcome>,
+    capacity: u64,
 }
 
 fn key(a: &str, b: &str) -> (String, String) {
@@ -27,9 +33,10 @@ impl MemoryStore {
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
             codes: Cache::builder()
-                .max_capacity(capacity)
+                .max_capacity(capacity.saturating_mul(2))
                 .time_to_live(CODE_LIFE)
                 .build(),
+            capacity,
         }
     }
 
@@ -53,12 +60,19 @@ impl MemoryStore {
     }
 
     /// One process: the login flight already runs one exchange per code at
-    /// a time, so a code without an answer is free to take.
-    pub(crate) fn claim_code(&self, appid: &str, code: &str) -> Claim {
-        match self.codes.get(&key(appid, code)) {
-            Some(outcome) => Claim::Done(outcome),
-            None => Claim::Mine(Lease(None)),
+    /// a time, so a code without an answer is free to take, while there is
+    /// room to remember its answer.
+    pub(crate) fn claim_code(&self, appid: &str, code: &str) -> Result<Claim, StoreError> {
+        if let Some(outcome) = self.codes.get(&key(appid, code)) {
+            return Ok(Claim::Done(outcome));
         }
+        // The count lags inserts and expiries until the cache's upkeep:
+        // done here, once per exchange (a login, never a proxied request).
+        self.codes.run_pending_tasks();
+        if self.codes.entry_count() >= self.capacity {
+            return Err(StoreError::Full);
+        }
+        Ok(Claim::Mine(Lease(None)))
     }
 
     pub(crate) fn settle_code(&self, appid: &str, code: &str, settle: Settle<'_>) {
@@ -95,16 +109,43 @@ mod tests {
         store.drop_session("wx1", "o1");
         assert!(store.session("wx1", "o1").is_none());
 
-        assert!(matches!(store.claim_code("wx1", "c"), Claim::Mine(_)));
+        assert!(matches!(store.claim_code("wx1", "c"), Ok(Claim::Mine(_))));
         store.settle_code("wx1", "c", Settle::Transient(&Error::WeChatTimeout));
-        assert!(matches!(store.claim_code("wx1", "c"), Claim::Mine(_)));
+        assert!(matches!(store.claim_code("wx1", "c"), Ok(Claim::Mine(_))));
         let refused = CodeOutcome::Refused(Error::CodeUsed);
         store.settle_code("wx1", "c", Settle::Answered(&refused));
         assert!(matches!(
             store.claim_code("wx1", "c"),
-            Claim::Done(CodeOutcome::Refused(Error::CodeUsed))
+            Ok(Claim::Done(CodeOutcome::Refused(Error::CodeUsed)))
         ));
-        assert!(matches!(store.claim_code("wx2", "c"), Claim::Mine(_)));
+        assert!(matches!(store.claim_code("wx2", "c"), Ok(Claim::Mine(_))));
+    }
+
+    #[test]
+    fn a_full_code_list_refuses_new_codes_and_forgets_none() {
+        let store = MemoryStore::new(20);
+        let refused = CodeOutcome::Refused(Error::CodeUsed);
+        let code = |i: usize| format!("code-{i}");
+        for i in 0..20 {
+            assert!(matches!(
+                store.claim_code("wx", &code(i)),
+                Ok(Claim::Mine(_))
+            ));
+            store.settle_code("wx", &code(i), Settle::Answered(&refused));
+        }
+        // No room for a 21st answer: refused (503), not admitted at the cost
+        // of one already given.
+        assert_eq!(
+            store.claim_code("wx", "one-more").err(),
+            Some(StoreError::Full)
+        );
+        for i in 0..20 {
+            assert!(
+                matches!(store.claim_code("wx", &code(i)), Ok(Claim::Done(_))),
+                "the answer to {} was forgotten",
+                code(i)
+            );
+        }
     }
 
     #[test]

@@ -63,8 +63,9 @@ pub enum StoreError {
     /// Redis did not answer within `store.timeout`, or refused.
     #[error("the Redis store did not answer")]
     Unavailable,
-    /// The revocation set holds `store.capacity` live entries.
-    #[error("the revocation list is full (store.capacity)")]
+    /// The revocations, or (memory store) the remembered login codes, are
+    /// `store.capacity` live entries: refused rather than forgotten early.
+    #[error("the revocation list or the login codes are full (store.capacity)")]
     Full,
 }
 
@@ -228,7 +229,7 @@ impl Store {
         waited: bool,
     ) -> Result<Claim, StoreError> {
         match &self.inner.backend {
-            Backend::Memory(m) => Ok(m.claim_code(appid, code)),
+            Backend::Memory(m) => m.claim_code(appid, code),
             Backend::Redis(r) => r.claim_code(appid, code, hold, waited).await,
         }
     }

@@ -16,6 +16,19 @@ fn stdout_of_success(args: &[&str], config: &Path) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs `wxgate check --config CONFIG`, asserts exit 2, returns stderr.
+fn stderr_of_refused_check(config: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config)
+        .env_remove("WXGATE_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}: {stderr}", config.display());
+    stderr
+}
+
 fn run_config(upstream: &str) -> String {
     base_config(upstream, &nowhere())
 }
@@ -64,13 +77,7 @@ fn a_bad_config_exits_2_naming_file_and_key_without_the_secret() {
     let text = run_config("http://127.0.0.1:9000").edit(&format!("\"{JWT_SECRET}\""), digits);
     assert!(text.contains(&format!("secret = {digits}")));
     let path = write_config(dir.path(), &text);
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = stderr_of_refused_check(&path);
     assert!(err.contains("token.keys.secret"), "{err}");
     assert!(!err.contains(&digits[..8]), "{err}");
     let missing = Command::new(BIN)
@@ -100,14 +107,7 @@ fn check_exits_2_on_every_invalid_fixture() {
             .unwrap()
             .strip_prefix("# expect: ")
             .unwrap();
-        let out = Command::new(BIN)
-            .args(["check", "--config"])
-            .arg(&path)
-            .env_remove("WXGATE_CONFIG")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+        let stderr = stderr_of_refused_check(&path);
         assert!(
             stderr.contains(expect) && stderr.contains(&path.display().to_string()),
             "{}: {stderr}",
@@ -135,13 +135,7 @@ fn check_validates_the_redis_store_without_connecting() {
 
     // No encryption key: refused, naming the key, never echoing the URL.
     let path = write_config(dir.path(), &good.edit(key, ""));
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = stderr_of_refused_check(&path);
     assert!(err.contains("store.encryption_key"), "{err}");
     assert!(!err.contains("url-password-do-not-leak"), "{err}");
 }

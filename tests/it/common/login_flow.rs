@@ -142,6 +142,23 @@ impl Answer {
             .to_owned()
     }
 
+    /// The one token that every answer in `answers` carries (each a 200):
+    /// what submissions of one code must all get.
+    pub fn one_token(answers: &[Answer]) -> String {
+        let tokens: Vec<String> = answers
+            .iter()
+            .map(|a| {
+                assert_eq!(a.status, 200, "{}", a.body);
+                a.token()
+            })
+            .collect();
+        assert!(
+            tokens.iter().all(|t| *t == tokens[0]),
+            "one code, several tokens: {tokens:?}"
+        );
+        tokens[0].clone()
+    }
+
     /// Every header value and the body, for leak checks.
     pub fn everything(&self) -> String {
         let mut all = String::new();
